@@ -1,0 +1,184 @@
+"""The pre-norm decoder-only transformer that the Llama, Qwen and Mixtral families share.
+
+Reference: transformers' `modeling_llama.py`. Each layer is RMSNorm -> attention -> residual ->
+RMSNorm -> MLP -> residual. Attention projects q|k|v with one fused matmul, applies RoPE at the
+given positions and hands the heads to the paged attention backend, which writes the KV cache.
+A family subclasses `DecoderForCausalLM` and overrides `attention_spec`, `make_mlp` and
+`weight_rules`; nothing else varies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from firebox.engine.runner.attention.backend import AttentionBackend
+from firebox.loader.arch_config import ArchConfig
+from firebox.models.layers.activation import check_activation
+from firebox.models.layers.linear import Linear
+from firebox.models.layers.mlp import GatedMLP
+from firebox.models.layers.norm import RMSNorm
+from firebox.models.layers.rotary import RotaryEmbedding, apply_rotary
+from firebox.models.layers.weights import WeightRule, load_named_weights, weight_rule
+
+# Hugging Face keeps q/k/v and gate/up as separate tensors; we fuse them into one matmul each.
+DENSE_WEIGHT_RULES: tuple[WeightRule, ...] = (
+    weight_rule(
+        r"(?P<p>.+\.self_attn)\.(?P<part>q|k|v)_proj\.(?P<kind>weight|bias)",
+        r"\g<p>.qkv_proj.\g<kind>",
+        ("q", "k", "v"),
+    ),
+    weight_rule(
+        r"(?P<p>.+\.mlp)\.(?P<part>gate|up)_proj\.(?P<kind>weight|bias)",
+        r"\g<p>.gate_up_proj.\g<kind>",
+        ("gate", "up"),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionSpec:
+    qkv_bias: bool
+    o_bias: bool
+    qk_norm: bool = False  # per-head RMSNorm on q and k before RoPE (Qwen3)
+
+
+class DecoderAttention(nn.Module):
+    def __init__(
+        self,
+        config: ArchConfig,
+        spec: AttentionSpec,
+        backend: AttentionBackend,
+        layer_idx: int,
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.scale = self.head_dim**-0.5
+        self.layer_idx = layer_idx
+        self.backend = backend
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.qkv_proj = Linear(
+            config.hidden_size, (q_size, kv_size, kv_size), bias=spec.qkv_bias, dtype=dtype
+        )
+        self.o_proj = Linear(q_size, config.hidden_size, bias=spec.o_bias, dtype=dtype)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, dtype) if spec.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, dtype) if spec.qk_norm else None
+
+    def forward(
+        self,
+        hidden: torch.Tensor,  # [num_tokens, hidden]
+        cos_sin: torch.Tensor,  # [num_tokens, head_dim]
+        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim]
+        attn_meta: Any,
+    ) -> torch.Tensor:  # [num_tokens, hidden]
+        # [num_tokens, heads + 2 * kv_heads, head_dim]
+        qkv = self.qkv_proj(hidden).view(hidden.shape[0], -1, self.head_dim)
+        qk, v = qkv.split((self.num_heads + self.num_kv_heads, self.num_kv_heads), dim=1)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
+            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=1)
+        qk = apply_rotary(qk, cos_sin)  # q and k heads rotated in one pass
+        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
+        out = self.backend.forward(q, k, v, kv_cache, attn_meta, self.scale)  # [num_tokens, heads * head_dim]
+        return self.o_proj(out)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(
+        self, config: ArchConfig, self_attn: DecoderAttention, mlp: nn.Module, dtype: torch.dtype
+    ) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.self_attn = self_attn
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.mlp = mlp
+
+    def forward(
+        self, hidden: torch.Tensor, cos_sin: torch.Tensor, kv_cache: torch.Tensor, attn_meta: Any
+    ) -> torch.Tensor:
+        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos_sin, kv_cache, attn_meta)
+        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+
+
+class DecoderModel(nn.Module):
+    """Embeddings, layers and final norm: the `model.` prefix of Hugging Face checkpoint names."""
+
+    def __init__(self, config: ArchConfig, layers: list[DecoderLayer], dtype: torch.dtype) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.rotary_emb = RotaryEmbedding(
+            config.head_dim, config.max_position_embeddings, config.rope_theta, config.rope_scaling
+        )
+
+
+class DecoderForCausalLM(nn.Module):
+    """The model contract the runner relies on: forward -> hidden states, compute_logits, load_weights."""
+
+    weight_rules: ClassVar[tuple[WeightRule, ...]] = DENSE_WEIGHT_RULES
+
+    def __init__(
+        self, config: ArchConfig, attn_backend: AttentionBackend, dtype: torch.dtype = torch.float32
+    ) -> None:
+        super().__init__()
+        check_activation(config.get("hidden_act", "silu"))
+        self.config = config
+        self.dtype = dtype
+        spec = self.attention_spec(config)
+        layers = [
+            DecoderLayer(
+                config,
+                DecoderAttention(config, spec, attn_backend, i, dtype),
+                self.make_mlp(config, i, dtype),
+                dtype,
+            )
+            for i in range(config.num_hidden_layers)
+        ]
+        self.model = DecoderModel(config, layers, dtype)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.requires_grad_(False)
+
+    @classmethod
+    def attention_spec(cls, config: ArchConfig) -> AttentionSpec:
+        return AttentionSpec(qkv_bias=bool(config.attention_bias), o_bias=bool(config.attention_bias))
+
+    @classmethod
+    def make_mlp(cls, config: ArchConfig, layer_idx: int, dtype: torch.dtype) -> nn.Module:
+        return GatedMLP(
+            config.hidden_size, config.intermediate_size, bool(config.get("mlp_bias", False)), dtype
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [num_tokens]
+        positions: torch.Tensor,  # [num_tokens]
+        kv_caches: list[torch.Tensor],  # per layer [2, num_blocks, block_size, num_kv_heads, head_dim]
+        attn_meta: Any,
+    ) -> torch.Tensor:  # [num_tokens, hidden]
+        layers = self.model.layers
+        if len(kv_caches) != len(layers):
+            raise ValueError(f"got {len(kv_caches)} KV caches for {len(layers)} layers")
+        hidden = self.model.embed_tokens(input_ids)
+        cos_sin = self.model.rotary_emb.lookup(positions, hidden.dtype)  # shared by every layer
+        for layer, kv_cache in zip(layers, kv_caches, strict=True):
+            hidden = layer(hidden, cos_sin, kv_cache, attn_meta)
+        return self.model.norm(hidden)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [n, hidden] -> [n, vocab] float32
+        return self.lm_head(hidden).float()
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load tensors named as in a Hugging Face checkpoint (fusing q/k/v, gate/up, experts)."""
+        ignore = r".*rotary_emb\.inv_freq" + (r"|lm_head\.weight" if self.config.tie_word_embeddings else "")
+        load_named_weights(self, weights, self.weight_rules, re.compile(ignore))
