@@ -1,0 +1,136 @@
+"""The engine core: one `step()` turns waiting work into outputs.
+
+schedule -> execute (the injected `ModelExecutor`; the core imports no torch) -> update ->
+detokenize -> outputs. Single-threaded: `engine/client.py` drives it from its own thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from firebox.config import CacheConfig, SchedulerConfig
+from firebox.engine.detokenizer import IncrementalDetokenizer
+from firebox.engine.kv_cache import KVCacheManager
+from firebox.engine.request import Request
+from firebox.engine.scheduler import RequestUpdate, Scheduler
+from firebox.engine.stats import EngineStats
+from firebox.engine.types import (
+    EngineRequest,
+    FinishReason,
+    ModelExecutor,
+    PromptTooLongError,
+    RequestOutput,
+    TokenLogprob,
+)
+from firebox.loader.tokenizer import Tokenizer
+
+
+class EngineCore:
+    def __init__(self, executor: ModelExecutor, scheduler: Scheduler, tokenizer: Tokenizer) -> None:
+        self.executor = executor
+        self.scheduler = scheduler
+        self.tokenizer = tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.scheduler.max_model_len
+
+    def add_request(self, request: EngineRequest) -> None:
+        """Queue a request. Raises PromptTooLongError (prompt leaves no room for one token, or
+        exceeds the KV pool), QueueFullError (waiting queue full) or ValueError (id in use)."""
+        num_prompt_tokens = len(request.prompt_token_ids)
+        if num_prompt_tokens >= self.max_model_len:
+            raise PromptTooLongError(num_prompt_tokens, self.max_model_len)
+        req = Request.from_engine_request(request)
+        req.detokenizer = IncrementalDetokenizer(self.tokenizer, request.sampling, request.prompt_token_ids)
+        self.scheduler.add_request(req)
+
+    def abort(self, request_ids: Sequence[str]) -> list[RequestOutput]:
+        """Finish the known ones now (blocks freed); returns their final ABORT deltas."""
+        return [self._output(RequestUpdate(req, [], None), "") for req in self.scheduler.abort(request_ids)]
+
+    def abort_all(self) -> list[RequestOutput]:
+        return self.abort(list(self.scheduler.requests))
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def step(self) -> list[RequestOutput]:
+        batch = self.scheduler.schedule()
+        if batch.is_empty:
+            return []
+        result = self.executor.execute(batch)
+        updates = self.scheduler.update(batch, result)
+        return [self._output(update, self._detokenize(update)) for update in updates]
+
+    def stats(self) -> EngineStats:
+        kv = self.scheduler.kv
+        return EngineStats(
+            num_running=self.scheduler.num_running,
+            num_waiting=self.scheduler.num_waiting,
+            kv_cache_usage=kv.usage,
+            prefix_cache_queries=kv.prefix_stats.queries,
+            prefix_cache_hits=kv.prefix_stats.hits,
+            num_preemptions=self.scheduler.num_preemptions,
+        )
+
+    def _detokenize(self, update: RequestUpdate) -> str:
+        """Text delta of the update; a stop string finishes the request here and now."""
+        req, token_ids = update.request, update.new_token_ids
+        stopped_by_token = req.finish_reason is FinishReason.STOP  # EOS or a stop token id
+        if stopped_by_token and not req.sampling.include_stop_str_in_output:
+            token_ids = token_ids[:-1]
+        detokenizer: IncrementalDetokenizer = req.detokenizer
+        stop_string = detokenizer.update(token_ids, req.num_output_tokens)
+        if stop_string is not None:
+            if req.is_finished:  # same step as a length limit: the stop string wins
+                req.finish_reason, req.stop_reason = FinishReason.STOP, stop_string
+            else:
+                self.scheduler.finish_request(req, FinishReason.STOP, stop_string)
+        return detokenizer.take_delta(finished=req.is_finished)
+
+    def _output(self, update: RequestUpdate, text_delta: str) -> RequestOutput:
+        req = update.request
+        is_first = req.num_outputs == 0
+        req.num_outputs += 1
+        return RequestOutput(
+            request_id=req.request_id,
+            new_token_ids=update.new_token_ids,
+            text_delta=text_delta,
+            logprobs=_logprobs_if_asked(req, update),
+            prompt_logprobs=_prompt_logprobs(req) if is_first else None,
+            finish_reason=req.finish_reason,
+            stop_reason=req.stop_reason,
+            num_prompt_tokens=req.num_prompt_tokens,
+            num_cached_tokens=req.num_cached_tokens,
+            timings=dataclasses.replace(req.timings),  # a copy: the core keeps writing its own
+        )
+
+
+def _logprobs_if_asked(req: Request, update: RequestUpdate) -> list[TokenLogprob] | None:
+    if req.sampling.logprobs is None:
+        return None
+    return list(update.new_logprobs or [])
+
+
+def _prompt_logprobs(req: Request) -> list[TokenLogprob | None] | None:
+    """Entry 0 (the first prompt token has no context) is None; the runner's chunks hold the rest."""
+    if req.sampling.prompt_logprobs is None or req.needs_prompt_logprobs:
+        return None
+    return [None, *req.prompt_logprobs]
+
+
+def build_engine_core(
+    executor: ModelExecutor,
+    tokenizer: Tokenizer,
+    *,
+    cache_config: CacheConfig,
+    scheduler_config: SchedulerConfig,
+    max_model_len: int,
+    eos_token_ids: Sequence[int],
+) -> EngineCore:
+    """Wire a core over an executor whose KV pool holds `executor.num_kv_blocks` blocks."""
+    kv_cache = KVCacheManager(cache_config, executor.num_kv_blocks)
+    scheduler = Scheduler(scheduler_config, kv_cache, max_model_len=max_model_len, eos_token_ids=eos_token_ids)
+    return EngineCore(executor, scheduler, tokenizer)

@@ -1,0 +1,255 @@
+"""Continuous batching with a token budget per step (vLLM v1's "computed catches up with total").
+
+Each step, running requests go first, in scheduling order (`Request.sort_key`): a decode costs one
+token, a request mid-prefill continues with a chunk of what is left of the budget, less one token
+for every decode behind it, so a long prompt never stalls the decodes. Waiting requests then take
+what is left, in the same order, starting with a prefix-cache lookup. When the pool cannot hold a
+running request's next tokens, the last running request (lowest priority, latest arrival) is
+preempted by recompute: its blocks are freed and it waits again with no computed tokens.
+
+Blocks are indexed for prefix sharing as soon as their tokens are scheduled, so a request admitted
+later in the same step (an n > 1 sibling) shares them. That is safe because the runner writes all
+of a step's KV before any attention reads it (`AttentionBackend.forward`), and because a request
+scheduled in a step is never preempted in that step: preemption victims come from the tail of the
+running list, which the loop has not reached yet, and a step that preempts admits no one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from firebox.config import SchedulerConfig
+from firebox.engine.kv_cache import KVCacheManager
+from firebox.engine.request import Request, RequestStatus
+from firebox.engine.types import (
+    FinishReason,
+    ModelRunnerOutput,
+    PromptTooLongError,
+    QueueFullError,
+    ScheduledRequest,
+    SchedulerOutput,
+    TokenLogprob,
+)
+
+
+@dataclass(slots=True)
+class RequestUpdate:
+    """What one step did to one request: the core turns it into a `RequestOutput`."""
+
+    request: Request
+    new_token_ids: list[int]
+    new_logprobs: list[TokenLogprob] | None
+
+
+def _sort_key(req: Request) -> tuple[int, float, int]:
+    return req.sort_key
+
+
+def _is_decode(req: Request) -> bool:
+    return req.num_tokens - req.num_computed_tokens == 1
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        kv_cache: KVCacheManager,
+        *,
+        max_model_len: int,
+        eos_token_ids: Sequence[int] = (),
+    ) -> None:
+        self.config = config
+        self.kv = kv_cache
+        self.max_model_len = max_model_len
+        self.eos_token_ids = frozenset(eos_token_ids)
+        self.requests: dict[str, Request] = {}
+        self.waiting: list[Request] = []  # sorted by sort_key
+        self.running: list[Request] = []  # sorted by sort_key; the tail is preempted first
+        self.num_preemptions = 0
+        self._num_added = 0
+        self._freed_ids: set[str] = set()
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    # --- admission and removal --------------------------------------------------------------
+
+    def add_request(self, req: Request) -> None:
+        if req.request_id in self.requests:
+            raise ValueError(f"request id {req.request_id!r} is already in use")
+        if len(self.waiting) >= self.config.max_waiting:
+            raise QueueFullError(f"{len(self.waiting)} requests are waiting; try again later")
+        if req.num_tokens > self.kv.max_num_tokens:
+            raise PromptTooLongError(req.num_tokens, self.kv.max_num_tokens)
+        self._num_added += 1
+        req.arrival_seq = self._num_added
+        self.requests[req.request_id] = req
+        bisect.insort(self.waiting, req, key=_sort_key)
+
+    def finish_request(self, req: Request, reason: FinishReason, stop_reason: str | int | None = None) -> None:
+        """End a request now (stop, length or abort) and free its blocks."""
+        if req.is_finished:
+            return
+        queue = self.running if req.status is RequestStatus.RUNNING else self.waiting
+        queue.remove(req)
+        self.kv.free(req)
+        req.set_status(RequestStatus.FINISHED)
+        req.finish_reason, req.stop_reason = reason, stop_reason
+        req.timings.finished = time.monotonic()
+        del self.requests[req.request_id]
+        self._freed_ids.add(req.request_id)
+
+    def abort(self, request_ids: Sequence[str]) -> list[Request]:
+        """Finish the known ones of `request_ids` with ABORT; returns them."""
+        aborted = [self.requests[i] for i in dict.fromkeys(request_ids) if i in self.requests]
+        for req in aborted:
+            self.finish_request(req, FinishReason.ABORT)
+        return aborted
+
+    # --- one step -------------------------------------------------------------------------------
+
+    def schedule(self) -> SchedulerOutput:
+        scheduled: list[ScheduledRequest] = []
+        budget, preempted = self._schedule_running(scheduled)
+        if not preempted:
+            self._schedule_waiting(scheduled, budget)
+        # Freed ids ride on the next batch that reaches the runner, and are dropped before it.
+        freed = frozenset(self._freed_ids) if scheduled else frozenset()
+        if scheduled:
+            self._freed_ids.clear()
+        return SchedulerOutput(scheduled, sum(len(s.token_ids) for s in scheduled), freed)
+
+    def _schedule_running(self, out: list[ScheduledRequest]) -> tuple[int, bool]:
+        budget = self.config.max_num_batched_tokens
+        num_decodes_behind = sum(1 for r in self.running if _is_decode(r))
+        preempted = False
+        i = 0
+        while i < len(self.running) and budget > 0:
+            req = self.running[i]
+            if _is_decode(req):
+                num_decodes_behind -= 1
+                num_new = 1
+            else:  # a prefill chunk leaves one token for each decode behind it
+                num_new = min(req.num_tokens - req.num_computed_tokens, budget - num_decodes_behind)
+                if num_new <= 0:
+                    i += 1
+                    continue
+            while not self.kv.allocate(req, num_new):
+                victim = self.running[-1]
+                if victim is not req and _is_decode(victim):
+                    num_decodes_behind -= 1
+                self._preempt(victim)
+                preempted = True
+                if victim is req:
+                    break
+            else:
+                out.append(self._schedule_chunk(req, num_new))
+                budget -= num_new
+                i += 1
+        return budget, preempted
+
+    def _schedule_waiting(self, out: list[ScheduledRequest], budget: int) -> None:
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            req = self.waiting[0]
+            num_cached = self.kv.match_prefix(req)
+            req.num_computed_tokens = num_cached
+            num_new = min(req.num_tokens - num_cached, budget)
+            if not self.kv.allocate(req, num_new):
+                self.kv.free(req)  # unpin the prefix hit; FCFS: nobody overtakes the head
+                req.num_computed_tokens = 0
+                return
+            self.waiting.pop(0)
+            self._admit(req, num_cached)
+            out.append(self._schedule_chunk(req, num_new))
+            budget -= num_new
+
+    def _admit(self, req: Request, num_cached: int) -> None:
+        if req.timings.scheduled is None:
+            req.timings.scheduled = time.monotonic()
+            req.num_cached_tokens = num_cached
+        if self.kv.enable_caching:
+            self.kv.prefix_stats.record(req.num_tokens, num_cached)
+        req.set_status(RequestStatus.RUNNING)
+        bisect.insort(self.running, req, key=_sort_key)
+
+    def _preempt(self, req: Request) -> None:
+        self.running.remove(req)
+        self.kv.free(req)
+        req.num_computed_tokens = 0
+        if req.needs_prompt_logprobs:
+            req.prompt_logprobs.clear()  # recomputed from the start with the prompt
+        req.set_status(RequestStatus.PREEMPTED)
+        req.num_preemptions += 1
+        self.num_preemptions += 1
+        self._freed_ids.add(req.request_id)
+        bisect.insort(self.waiting, req, key=_sort_key)
+
+    def _schedule_chunk(self, req: Request, num_new: int) -> ScheduledRequest:
+        start, end = req.num_computed_tokens, req.num_computed_tokens + num_new
+        self.kv.cache_full_blocks(req, end)
+        return ScheduledRequest(
+            request_id=req.request_id,
+            token_ids=req.all_token_ids[start:end],
+            start_pos=start,
+            block_ids=list(req.block_ids),
+            sample=end == req.num_tokens and req.sampling.max_tokens > 0,
+            sampling=req.sampling,
+            output_token_ids=req.output_token_ids,
+            prompt_token_ids=req.prompt_token_ids,
+            seed_offset=req.num_output_tokens,
+            compute_prompt_logprobs=req.needs_prompt_logprobs and start < req.num_prompt_tokens - 1,
+        )
+
+    # --- results of a step ------------------------------------------------------------------------
+
+    def update(self, batch: SchedulerOutput, result: ModelRunnerOutput) -> list[RequestUpdate]:
+        """Advance computed tokens, append sampled ones, finish on EOS, stop tokens or length."""
+        row_of = {request_id: row for row, request_id in enumerate(result.request_ids)}
+        updates = []
+        for sched in batch.requests:
+            req = self.requests.get(sched.request_id)
+            if req is None:
+                continue
+            req.num_computed_tokens += len(sched.token_ids)
+            if sched.compute_prompt_logprobs:
+                req.prompt_logprobs.extend(result.prompt_logprobs.get(req.request_id, ()))
+            self.kv.cache_full_blocks(req)
+            row = row_of.get(req.request_id)
+            if row is not None:
+                updates.append(self._append_sampled(req, result, row))
+            elif req.sampling.max_tokens == 0 and req.num_computed_tokens >= req.num_tokens:
+                self.finish_request(req, FinishReason.LENGTH)  # prompt scoring: nothing to sample
+                updates.append(RequestUpdate(req, [], None))
+        return updates
+
+    def _append_sampled(self, req: Request, result: ModelRunnerOutput, row: int) -> RequestUpdate:
+        token_id = result.sampled_token_ids[row]
+        req.append_output_token(token_id)
+        if req.timings.first_token is None:
+            req.timings.first_token = time.monotonic()
+        self._check_finished(req, token_id)
+        logprob = None if result.logprobs is None else result.logprobs[row]
+        return RequestUpdate(req, [token_id], None if logprob is None else [logprob])
+
+    def _check_finished(self, req: Request, token_id: int) -> None:
+        sp = req.sampling
+        may_stop = req.num_output_tokens > sp.min_tokens
+        # The last token needs a slot of its own once computed: beyond the pool it never fits.
+        too_long = req.num_tokens >= self.max_model_len or req.num_tokens > self.kv.max_num_tokens
+        if may_stop and not sp.ignore_eos and token_id in self.eos_token_ids:
+            self.finish_request(req, FinishReason.STOP)
+        elif may_stop and token_id in sp.stop_token_ids:
+            self.finish_request(req, FinishReason.STOP, token_id)
+        elif req.num_output_tokens >= sp.max_tokens or too_long:
+            self.finish_request(req, FinishReason.LENGTH)
