@@ -96,6 +96,7 @@ class EngineRequest:
     sampling: SamplingParams
     arrival_time: float  # time.monotonic() when the API received the request
     priority: int = 0  # lower runs first; FCFS among equals
+    cache_salt: str | None = None  # prompt_cache_isolation_key: no prefix-cache sharing across salts
 
 
 class FinishReason(enum.StrEnum):

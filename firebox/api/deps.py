@@ -1,0 +1,84 @@
+"""Per-request plumbing for the routes: state, API key -> principal, request context, model handle.
+
+`Principal` and `Authenticator` live in `serving/auth.py` (no HTTP there) and are re-exported
+here for the platform's implementations.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+
+from firebox.api.state import AppState
+from firebox.serving.auth import Authenticator, Principal
+from firebox.serving.errors import AuthenticationError, ShuttingDownError
+from firebox.serving.records import RequestContext
+from firebox.serving.registry import ModelHandle
+
+__all__ = [
+    "Authenticator",
+    "Principal",
+    "app_state",
+    "bearer_token",
+    "authenticate",
+    "inference_context",
+    "resolve_model",
+]
+
+CACHE_ISOLATION_HEADER = "x-prompt-cache-isolation-key"
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.firebox
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller's principal; 401 for a missing or unknown key (when keys are configured)."""
+    state = app_state(request)
+    token = bearer_token(request)
+    principal = await state.authenticator.authenticate(token)
+    if principal is None:
+        message = "Missing API key: send 'Authorization: Bearer <key>'" if token is None else "Invalid API key"
+        raise AuthenticationError(message)
+    return principal
+
+
+def arrival_time(request: Request) -> float:
+    """When the request arrived (stamped by the app's first middleware), time.monotonic()."""
+    return getattr(request.state, "arrival_time", None) or time.monotonic()
+
+
+def inference_context(endpoint: str) -> Callable[[Request], Awaitable[RequestContext]]:
+    """Dependency: refuse while draining, authenticate, and open the request's context."""
+
+    async def dependency(request: Request) -> RequestContext:
+        if app_state(request).lifecycle.is_draining:
+            raise ShuttingDownError("the server is shutting down")
+        principal = await authenticate(request)
+        request_id = uuid.uuid4().hex
+        request.state.request_id = request_id
+        return RequestContext(
+            request_id=request_id,
+            principal=principal,
+            endpoint=endpoint,
+            arrival_time=arrival_time(request),
+            created=int(time.time()),
+            cache_isolation_key=request.headers.get(CACHE_ISOLATION_HEADER),
+        )
+
+    return dependency
+
+
+def resolve_model(request: Request, name: str) -> ModelHandle:
+    return app_state(request).registry.resolve(name)

@@ -1,0 +1,26 @@
+"""What the routes share, kept on `app.state.firebox` (no module-level state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from firebox.serving.auth import Authenticator
+from firebox.serving.chat import ChatService
+from firebox.serving.completions import CompletionService
+from firebox.serving.registry import ModelRegistry
+
+
+@dataclass
+class Lifecycle:
+    """Set to draining on shutdown: new requests get 503 while running ones finish."""
+
+    is_draining: bool = False
+
+
+@dataclass
+class AppState:
+    registry: ModelRegistry
+    authenticator: Authenticator
+    chat: ChatService
+    completions: CompletionService
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)

@@ -1,0 +1,272 @@
+"""`firebox` command line (the composition root): flags -> configs -> engines + app -> uvicorn.
+
+`firebox serve` with no arguments serves the bundled default model on 127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from firebox.api.app import create_app
+from firebox.api.state import Lifecycle
+from firebox.config import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_SOURCE,
+    CacheConfig,
+    DeviceConfig,
+    EngineConfig,
+    ModelConfig,
+    SchedulerConfig,
+    ServerConfig,
+)
+from firebox.serving.auth import StaticKeyAuthenticator
+from firebox.serving.registry import ModelRegistry, split_model_name
+
+app = typer.Typer(help="firebox: a self-hostable, Fireworks-compatible inference server.", no_args_is_help=True)
+logger = logging.getLogger("firebox")
+
+MIB = 1024 * 1024
+_NAME_CHARS = re.compile(r"[^a-z0-9._-]+")
+
+
+@app.callback()
+def _main() -> None:
+    """firebox: a self-hostable, Fireworks-compatible inference server."""
+
+
+# --- flags -> configs ---------------------------------------------------------------------------
+
+
+def default_model_name(source: str) -> str:
+    """`default` -> the bundled model's name; otherwise accounts/fireworks/models/<lowercased stem>."""
+    if source == DEFAULT_MODEL_SOURCE:
+        return DEFAULT_MODEL_NAME
+    path = Path(source.removeprefix("dummy:").rstrip("/"))
+    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+    if path.name == "config.json":  # dummy:<folder>/config.json -> the folder's name
+        stem = path.parent.name
+    return model_full_name(_NAME_CHARS.sub("-", stem.lower()).strip("-") or "model")
+
+
+def model_full_name(name: str) -> str:
+    full = name if "/" in name else f"accounts/fireworks/models/{name}"
+    split_model_name(full)  # raises ValueError with the expected form
+    return full
+
+
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """`SOURCE` or `SOURCE=NAME` -> (source, full model name)."""
+    source, _, name = spec.partition("=")
+    if not source:
+        raise typer.BadParameter(f"no model source in {spec!r}", param_hint="--model")
+    try:
+        return source, model_full_name(name) if name else default_model_name(source)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+
+
+def build_server_config(models: list[str], opts: dict[str, Any]) -> ServerConfig:
+    """ServerConfig with one EngineConfig per `--model`; `opts` holds the engine flags."""
+    cache = CacheConfig(
+        block_size=opts["block_size"],
+        num_blocks=opts["num_kv_blocks"],
+        memory_bytes=opts["kv_cache_mib"] * MIB,
+        enable_prefix_caching=opts["prefix_caching"],
+    )
+    scheduler = SchedulerConfig(
+        max_num_seqs=opts["max_num_seqs"],
+        max_num_batched_tokens=opts["max_num_batched_tokens"],
+        max_waiting=opts["max_waiting"],
+    )
+    device = DeviceConfig(device=opts["device"], num_threads=opts["num_threads"])
+    engines = []
+    for spec in models:
+        source, name = parse_model_spec(spec)
+        model = ModelConfig(
+            source=source,
+            name=name,
+            dtype=opts["dtype"],
+            quantization=opts["quantization"],
+            max_model_len=opts["max_model_len"],
+        )
+        engines.append(EngineConfig(model=model, cache=cache, scheduler=scheduler, device=device))
+    names = [e.model.name for e in engines]
+    if len(set(names)) != len(names):
+        raise typer.BadParameter(
+            f"two models with the same name: {names}; name them with SOURCE=NAME", param_hint="--model"
+        )
+    extra: dict[str, Any] = {"data_dir": opts["data_dir"]} if opts["data_dir"] is not None else {}
+    return ServerConfig(
+        host=opts["host"], port=opts["port"], api_keys=tuple(opts["api_keys"]), engines=tuple(engines), **extra
+    )
+
+
+# --- the serve command --------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="SOURCE or SOURCE=NAME, repeatable. SOURCE: default | a .gguf file | a Hugging Face folder "
+            "| dummy:<config.json or folder>. NAME: accounts/<acct>/models/<id> or a short <id>.",
+        ),
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", envvar="FIREBOX_API_KEY", help="Accepted API key, repeatable. None: open access."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default ~/.firebox or FIREBOX_DATA_DIR).")
+    ] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="Context length; default: the model's own.")] = None,
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16.")] = "auto",
+    quantization: Annotated[str, typer.Option(help="none | auto | int8 | int4 | dynamic-int8.")] = "none",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    num_threads: Annotated[int | None, typer.Option(help="CPU threads for torch; default: all cores.")] = None,
+    max_num_seqs: Annotated[int, typer.Option(help="Most requests running at once.")] = 64,
+    max_num_batched_tokens: Annotated[int, typer.Option(help="Token budget of one engine step.")] = 512,
+    max_waiting: Annotated[int, typer.Option(help="Most requests waiting; beyond it: HTTP 429.")] = 1024,
+    num_kv_blocks: Annotated[
+        int | None, typer.Option(help="KV-cache blocks; default: sized from --kv-cache-mib.")
+    ] = None,
+    kv_cache_mib: Annotated[int, typer.Option(help="KV-cache memory budget in MiB.")] = 512,
+    block_size: Annotated[int, typer.Option(help="Tokens per KV-cache block.")] = 16,
+    prefix_caching: Annotated[bool, typer.Option(help="Share KV blocks of common prefixes.")] = True,
+    shutdown_grace: Annotated[float, typer.Option(help="Seconds running requests get to finish at shutdown.")] = 5.0,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
+) -> None:
+    """Serve models over the Fireworks/OpenAI-compatible HTTP API."""
+    opts = dict(locals())
+    opts["api_keys"] = [k for k in api_key or [] if k]
+    try:
+        config = build_server_config(model or [DEFAULT_MODEL_SOURCE], opts)
+    except ValueError as exc:  # a config's own validation
+        raise typer.BadParameter(str(exc)) from exc
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_server(config, shutdown_grace, log_level))
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def start_engines(config: ServerConfig, console: Console, engines: list[tuple[str, Any]]) -> None:
+    """One engine per model, appended to `engines` as each starts (so a failure later still shuts
+    the earlier ones down), with a progress bar per model while its weights load."""
+    from firebox.engine.launch import start_engine  # torch and the loaders: only when serving
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        for engine_config in config.engines:
+            task = progress.add_task(f"loading {engine_config.model.name}", total=None)
+
+            def report(done: int, total: int, task: Any = task) -> None:
+                progress.update(task, completed=done, total=total)
+
+            engines.append((engine_config.model.name, start_engine(engine_config, report)))
+            progress.update(task, completed=1, total=1)
+
+
+async def shutdown_engines(engines: list[tuple[str, Any]]) -> None:
+    for name, engine in engines:
+        shutdown = getattr(engine, "shutdown", None)
+        if shutdown is None:
+            continue
+        try:
+            if inspect.iscoroutinefunction(shutdown):
+                await shutdown()
+            else:
+                await asyncio.to_thread(shutdown)
+        except Exception:
+            logger.exception("engine %s did not shut down cleanly", name)
+
+
+def log_startup(console: Console, config: ServerConfig, engines: list[tuple[str, Any]], is_open: bool) -> None:
+    url = f"http://{config.host}:{config.port}"
+    console.print(f"[bold green]firebox[/] serving on [bold]{url}[/]")
+    console.print(f"  openai SDK:    base_url={url}/inference/v1")
+    console.print(f"  fireworks SDK: base_url={url}")
+    for name, engine in engines:
+        console.print(f"  model [bold]{name}[/] (context {engine.model_info.max_model_len} tokens)")
+    if is_open:
+        console.print("  auth: [bold red]OFF[/] - no API key configured, every client is accepted")
+    else:
+        console.print(f"  auth: on ({len(config.api_keys)} key(s); send 'Authorization: Bearer <key>')")
+
+
+async def run_server(config: ServerConfig, shutdown_grace: float, log_level: str = "info") -> None:
+    console = Console(stderr=True)
+    engines: list[tuple[str, Any]] = []
+    try:
+        start_engines(config, console, engines)
+        registry = ModelRegistry()
+        for name, engine in engines:
+            registry.add(name, engine)
+        authenticator = StaticKeyAuthenticator(config.api_keys)
+        lifecycle = Lifecycle()
+        app = create_app(registry, authenticator, (), config, lifecycle=lifecycle)
+        uv_config = uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            timeout_graceful_shutdown=max(shutdown_grace, 0.1),
+        )
+        log_startup(console, config, engines, authenticator.is_open())
+        await DrainingServer(uv_config, lifecycle).serve()
+    finally:
+        await shutdown_engines(engines)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, but a shutdown signal first turns new requests into 503s.
+
+    uvicorn then stops listening, lets running requests finish for `timeout_graceful_shutdown`
+    seconds and cancels the rest (a cancelled stream aborts its engine requests)."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """As uvicorn's, minus re-raising the signal afterwards: the engines still have to stop."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.lifecycle.is_draining:
+            logger.info("shutting down: new requests get 503, running ones may finish")
+        self.lifecycle.is_draining = True
+        super().handle_exit(sig, frame)
+
+
+def main() -> None:
+    app()

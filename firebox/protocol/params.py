@@ -1,0 +1,138 @@
+"""Request fields that chat completions and completions share.
+
+Every parameter the `fireworks-ai` SDK sends is declared, so that none is an "unknown field";
+those firebox does not implement accept only their neutral values and are otherwise a 400
+naming the field (`_UNSUPPORTED`), never accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from firebox.protocol.common import ContextLengthBehavior, RequestModel, ServiceTier, StreamOptions
+
+MAX_TOP_LOGPROBS = 20
+MAX_N = 128
+
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+Probability = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+def _is_neutral_response_format(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("type") == "text" and len(value) == 1
+
+
+def _is_neutral_thinking(value: Any) -> bool:
+    return isinstance(value, dict) and value == {"type": "disabled"}
+
+
+# field -> (test for the values that change nothing, why the rest are refused)
+_UNSUPPORTED: dict[str, tuple[Any, str]] = {
+    "mirostat_lr": (lambda v: v is None, "Mirostat sampling is not supported"),
+    "mirostat_target": (lambda v: v is None, "Mirostat sampling is not supported"),
+    "prediction": (lambda v: v is None, "predicted outputs are not supported"),
+    "speculation": (lambda v: v is None or v == [] or v == "", "speculative decoding is not supported"),
+    "reasoning_effort": (lambda v: v in (None, "none", False), "reasoning controls are not supported"),
+    "reasoning_history": (lambda v: v is None, "reasoning controls are not supported"),
+    "thinking": (lambda v: v is None or _is_neutral_thinking(v), "reasoning controls are not supported"),
+    "response_format": (
+        lambda v: v is None or _is_neutral_response_format(v),
+        'structured output is not supported; only {"type": "text"}',
+    ),
+    "prompt_cache_max_len": (lambda v: v is None, "prompt_cache_max_len is not supported"),
+    "images": (lambda v: v is None or v == [], "image input is not supported"),
+    "tools": (lambda v: v is None or v == [], "tool calling is not supported"),
+    "functions": (lambda v: v is None or v == [], "function calling is not supported"),
+    "tool_choice": (lambda v: v in (None, "none", "auto"), "tool calling is not supported"),
+    "function_call": (lambda v: v in (None, "none", "auto"), "function calling is not supported"),
+    "parallel_tool_calls": (lambda v: v is None, "tool calling is not supported"),
+    "safe_tokenization": (lambda v: v in (None, False), "safe_tokenization is not supported"),
+}
+
+
+def reject_unsupported(value: Any, info: ValidationInfo) -> Any:
+    is_neutral, why = _UNSUPPORTED[info.field_name]
+    if not is_neutral(value):
+        raise ValueError(f"'{info.field_name}' is not supported by firebox: {why}")
+    return value
+
+
+class GenerationParams(RequestModel):
+    """Fields of `chat.completions.create` and `completions.create` alike."""
+
+    model: str
+    context_length_exceeded_behavior: ContextLengthBehavior | None = None
+    echo: bool | None = None
+    echo_last: Annotated[int, Field(ge=0)] | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    ignore_eos: bool | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    logprobs: bool | Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=0)] | None = None
+    metadata: dict[str, str] | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    top_p: Probability | None = None
+    typical_p: Probability | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
+    perf_metrics_in_response: bool | None = None
+    prompt_cache_isolation_key: str | None = None
+    prompt_cache_key: str | None = None
+    raw_output: bool | None = None
+    return_token_ids: bool | None = None
+    seed: int | None = None
+    service_tier: ServiceTier | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    # declared so that they are known; only their neutral values pass (see `_UNSUPPORTED`)
+    mirostat_lr: float | None = None
+    mirostat_target: float | None = None
+    prediction: str | dict[str, Any] | None = None
+    speculation: str | list[int] | None = None
+    reasoning_effort: bool | int | str | None = None
+    reasoning_history: str | None = None
+    thinking: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    prompt_cache_max_len: int | None = None
+
+    _check_unsupported = field_validator(
+        "mirostat_lr",
+        "mirostat_target",
+        "prediction",
+        "speculation",
+        "reasoning_effort",
+        "reasoning_history",
+        "thinking",
+        "response_format",
+        "prompt_cache_max_len",
+    )(reject_unsupported)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
+        strings = [value] if isinstance(value, str) else value or []
+        if any(not s for s in strings):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias_keys_are_token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.strip().isdigit():
+                raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
+        return value
+
+    @property
+    def wants_stream(self) -> bool:
+        return bool(self.stream)

@@ -1,0 +1,96 @@
+"""One record per request when it ends, handed to the completion callbacks (usage, metrics).
+
+The API layer builds a `RequestContext` when a request arrives; the services fill a
+`RequestRecord` from it and from the engine's figures when the request is over, streamed,
+aborted or failed alike, and pass it to every callback exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from firebox.serving.auth import Principal
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What the API layer knows of a request before the service runs."""
+
+    request_id: str
+    principal: Principal
+    endpoint: str  # "chat.completions", "completions", ...
+    arrival_time: float  # time.monotonic() when the request arrived
+    created: int  # unix seconds, the `created` of the response
+    cache_isolation_key: str | None = None  # x-prompt-cache-isolation-key header
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    request_id: str
+    account_id: str
+    key_id: str | None
+    model: str
+    deployment: str | None
+    endpoint: str
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int  # only what was generated, also for an aborted stream
+    ttft_s: float | None  # None when no token was produced
+    latency_s: float  # arrival to end
+    status_code: int  # 200 for a stream that started, even if it was aborted later
+    aborted: bool  # the client went away before the end
+    user: str | None
+    metadata: dict[str, str] | None
+    created: int  # unix seconds
+    finish_reason: str | None = None  # of the first choice; None when it did not finish
+
+
+def refusal_record(
+    ctx: RequestContext,
+    model: str,
+    deployment: str | None,
+    status_code: int,
+    user: str | None,
+    metadata: dict[str, str] | None,
+) -> RequestRecord:
+    """The record of a request refused before it reached the engine (bad parameter, prompt too long)."""
+    return RequestRecord(
+        request_id=ctx.request_id,
+        account_id=ctx.principal.account_id,
+        key_id=ctx.principal.key_id,
+        model=model,
+        deployment=deployment,
+        endpoint=ctx.endpoint,
+        prompt_tokens=0,
+        cached_tokens=0,
+        completion_tokens=0,
+        ttft_s=None,
+        latency_s=time.monotonic() - ctx.arrival_time,
+        status_code=status_code,
+        aborted=False,
+        user=user,
+        metadata=metadata,
+        created=ctx.created,
+    )
+
+
+CompletionCallback = Callable[[RequestRecord], None]
+
+
+class RequestRecorder:
+    """Calls every callback with each record; a failing callback is logged, never raised."""
+
+    def __init__(self, callbacks: Sequence[CompletionCallback] = ()) -> None:
+        self._callbacks = tuple(callbacks)
+
+    def emit(self, record: RequestRecord) -> None:
+        for callback in self._callbacks:
+            try:
+                callback(record)
+            except Exception:
+                logger.exception("completion callback %r failed", callback)

@@ -1,0 +1,107 @@
+"""Served models by name, and the resolve step from a request's `model` string to an engine.
+
+Names are `accounts/<account>/models/<id>`; a bare `<id>` resolves in the default account.
+Deployment names (`accounts/<a>/deployments/<id>`, `<model>#<deployment>`) are a later addition:
+another module registers a `NameResolver` with `add_resolver`, and the routes, which only ever
+call `resolve`, stay as they are.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from firebox.config import DEFAULT_ACCOUNT
+from firebox.engine.types import EngineClient
+from firebox.serving.errors import ModelNotFoundError
+
+_FULL_NAME = re.compile(r"accounts/(?P<account>[^/#]+)/models/(?P<model_id>[^/#]+)")
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """(account, model id) of a full model name; ValueError for anything else."""
+    match = _FULL_NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"model names look like accounts/<account>/models/<id>, got {name!r}")
+    return match["account"], match["model_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    name: str  # accounts/<account>/models/<id>
+    engine: EngineClient
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def account_id(self) -> str:
+        return split_model_name(self.name)[0]
+
+    @property
+    def model_id(self) -> str:
+        return split_model_name(self.name)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelHandle:
+    """What one request addresses: a served model, possibly through a deployment."""
+
+    name: str  # the name responses carry in `model`
+    model: ServedModel
+    deployment: str | None = None
+
+    @property
+    def engine(self) -> EngineClient:
+        return self.model.engine
+
+
+class NameResolver(Protocol):
+    """Maps a `model` string to a handle; None when the string is not of its kind."""
+
+    def resolve(self, name: str, registry: ModelRegistry) -> ModelHandle | None: ...
+
+
+class ModelRegistry:
+    def __init__(self, default_account: str = DEFAULT_ACCOUNT) -> None:
+        self.default_account = default_account
+        self._models: dict[str, ServedModel] = {}
+        self._resolvers: list[NameResolver] = []
+
+    def add(self, name: str, engine: EngineClient) -> ServedModel:
+        full_name = self.full_name(name)
+        split_model_name(full_name)  # validates
+        if full_name in self._models:
+            raise ValueError(f"model {full_name!r} is already served")
+        served = ServedModel(full_name, engine)
+        self._models[full_name] = served
+        return served
+
+    def add_resolver(self, resolver: NameResolver) -> None:
+        """Resolvers are asked in order before the plain model names."""
+        self._resolvers.append(resolver)
+
+    def __iter__(self) -> Iterator[ServedModel]:
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def full_name(self, name: str) -> str:
+        """`<id>` -> `accounts/<default account>/models/<id>`; full names unchanged."""
+        return name if "/" in name else f"accounts/{self.default_account}/models/{name}"
+
+    def get(self, name: str) -> ServedModel | None:
+        """The served model of a full or short name (no deployments)."""
+        return self._models.get(self.full_name(name.strip()))
+
+    def resolve(self, name: str) -> ModelHandle:
+        for resolver in self._resolvers:
+            handle = resolver.resolve(name, self)
+            if handle is not None:
+                return handle
+        served = self.get(name)
+        if served is None:
+            raise ModelNotFoundError(name)
+        return ModelHandle(served.name, served)

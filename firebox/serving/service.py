@@ -1,0 +1,123 @@
+"""What chat and completions share: request -> prompts -> plan -> run -> response or stream.
+
+A subclass supplies the prompts and the shapes of its response and chunks; this base
+decides streaming or not, waits for the first delta of a stream (so early errors are still
+HTTP errors), and makes sure the run is closed and recorded however the stream ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from firebox.engine.types import EngineClient
+from firebox.protocol.common import ResponseModel
+from firebox.protocol.params import GenerationParams
+from firebox.serving.errors import InvalidRequestError, ServingError, error_response
+from firebox.serving.output import ChoiceRenderer, Delta, deltas
+from firebox.serving.plan import plan_generation, start_run
+from firebox.serving.prompt import PreparedPrompt
+from firebox.serving.records import RequestContext, RequestRecorder, refusal_record
+from firebox.serving.registry import ModelHandle
+from firebox.serving.run import GenerationRun, ServeMeta, run_to_end, start_stream
+
+logger = logging.getLogger(__name__)
+
+RequestT = TypeVar("RequestT", bound=GenerationParams)
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    body: ResponseModel
+    meta: ServeMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Streaming:
+    """Chunks to frame as SSE; a mid-stream failure arrives as a last `ErrorResponse`."""
+
+    chunks: AsyncIterator[ResponseModel]
+    meta: ServeMeta  # as known when the first delta came
+
+
+class GenerationService(ABC, Generic[RequestT]):
+    endpoint: str  # the record's endpoint name
+    prompt_param: str  # the field an over-long prompt is blamed on
+
+    def __init__(self, recorder: RequestRecorder) -> None:
+        self._recorder = recorder
+
+    @abstractmethod
+    def prepare_prompts(self, req: RequestT, engine: EngineClient) -> list[PreparedPrompt]: ...
+
+    @abstractmethod
+    def response(self, req: RequestT, run: GenerationRun, renderers: Sequence[ChoiceRenderer]) -> ResponseModel: ...
+
+    @abstractmethod
+    def chunk(self, run: GenerationRun, choices: list[Any], **extra: Any) -> ResponseModel:
+        """A stream chunk holding `choices`."""
+
+    @abstractmethod
+    def opening_choice(self, req: RequestT, renderer: ChoiceRenderer) -> tuple[Any, dict[str, Any]] | None:
+        """(choice, chunk extras) that open a choice (the role, the echo, prompt ids), or None.
+        Sent just before the choice's first delta, once its prompt logprobs are known."""
+
+    @abstractmethod
+    def delta_choice(self, req: RequestT, delta: Delta) -> Any:
+        """The chunk choice of one engine delta."""
+
+    async def stream_chunks(
+        self, req: RequestT, run: GenerationRun, renderers: Sequence[ChoiceRenderer]
+    ) -> AsyncIterator[ResponseModel]:
+        opened: set[int] = set()
+        async for delta in deltas(run, renderers):
+            if delta.renderer.choice.index not in opened:
+                opened.add(delta.renderer.choice.index)
+                if (opening := self.opening_choice(req, delta.renderer)) is not None:
+                    yield self.chunk(run, [opening[0]], **opening[1])
+            yield self.chunk(run, [self.delta_choice(req, delta)], **delta.chunk_extras(req, run))
+        if req.stream_options and req.stream_options.include_usage:  # OpenAI: a last chunk, no choices
+            yield self.chunk(run, [], usage=run.usage())
+
+    async def create(self, req: RequestT, handle: ModelHandle, ctx: RequestContext) -> Completed | Streaming:
+        try:
+            _check_stream_options(req)
+            prompts = self.prepare_prompts(req, handle.engine)
+            plan = plan_generation(req, handle, ctx, prompts, self.prompt_param)
+        except ServingError as exc:  # refused before the engine: still one record
+            record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
+            self._recorder.emit(record)
+            raise
+        run = start_run(req, handle, ctx, plan, self._recorder)
+        renderers = [ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, c) for c in plan.choices]
+        if req.stream:
+            await start_stream(run)
+            return Streaming(_closing(run, self.stream_chunks(req, run, renderers)), run.meta())
+        await run_to_end(run)
+        return Completed(self.response(req, run, renderers), run.meta())
+
+
+def _check_stream_options(req: GenerationParams) -> None:
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequestError("stream_options is only allowed when stream is true", param="stream_options")
+
+
+async def _closing(run: GenerationRun, chunks: AsyncIterator[ResponseModel]) -> AsyncIterator[ResponseModel]:
+    """Pass chunks on; close and record the run however the stream ends."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as exc:  # the engine failed mid-stream: tell the client, then end
+        logger.warning("stream %s failed: %r", run.info.ctx.request_id, exc)
+        await run.close_after(exc, streaming=True)
+        yield error_response(exc)
+    except BaseException as exc:  # the client went away (cancelled or closed)
+        await run.close_after(exc, streaming=True)
+        raise
+    else:
+        await run.close(200, aborted=False)
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,212 @@
+"""`firebox serve`: flags -> configs, the help text, and a whole run in a subprocess (start-up log,
+serving, graceful shutdown that aborts what is still running and shuts the engines down)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from firebox.cli import app, build_server_config, parse_model_spec
+from firebox.config import DEFAULT_MODEL_NAME
+from tests.conftest import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+OPTS = {
+    "host": "127.0.0.1", "port": 8000, "api_keys": [], "data_dir": None, "max_model_len": None, "dtype": "auto",
+    "quantization": "none", "device": "cpu", "num_threads": None, "max_num_seqs": 8, "max_num_batched_tokens": 256,
+    "max_waiting": 16, "num_kv_blocks": None, "kv_cache_mib": 64, "block_size": 16, "prefix_caching": True,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("default", ("default", DEFAULT_MODEL_NAME)),
+        (
+            "/m/SmolLM2-135M-Instruct.Q4_1.gguf",
+            ("/m/SmolLM2-135M-Instruct.Q4_1.gguf", "accounts/fireworks/models/smollm2-135m-instruct.q4_1"),
+        ),
+        ("/models/Qwen3-0.6B/", ("/models/Qwen3-0.6B/", "accounts/fireworks/models/qwen3-0.6b")),
+        (
+            "dummy:/cfg/Llama 3 8B/config.json",
+            ("dummy:/cfg/Llama 3 8B/config.json", "accounts/fireworks/models/llama-3-8b"),
+        ),
+        ("/m/x.gguf=tiny", ("/m/x.gguf", "accounts/fireworks/models/tiny")),
+        ("default=accounts/me/models/smol", ("default", "accounts/me/models/smol")),
+    ],
+)
+def test_model_specs(spec: str, expected: tuple[str, str]) -> None:
+    assert parse_model_spec(spec) == expected
+
+
+def test_bad_model_names_are_refused() -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_model_spec("default=accounts/me/deployments/x")
+    with pytest.raises(typer.BadParameter, match="same name"):
+        build_server_config(["/a/m.gguf", "/b/m.gguf"], OPTS)
+
+
+def test_server_config_from_flags(tmp_path: Path) -> None:
+    config = build_server_config(
+        ["default", "/m/other.gguf"], {**OPTS, "api_keys": ["k"], "data_dir": tmp_path, "max_model_len": 1024}
+    )
+    assert [e.model.name for e in config.engines] == [DEFAULT_MODEL_NAME, "accounts/fireworks/models/other"]
+    assert config.api_keys == ("k",) and config.data_dir == tmp_path
+    assert config.engines[1].model.max_model_len == 1024 and config.engines[0].scheduler.max_num_seqs == 8
+    assert config.engines[0].cache.memory_bytes == 64 * 1024 * 1024
+
+
+def test_serve_help_lists_the_options() -> None:
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in (
+        "--host",
+        "--port",
+        "--model",
+        "--api-key",
+        "--data-dir",
+        "--max-num-seqs",
+        "--max-model-len",
+        "--dtype",
+    ):
+        assert option in result.output
+    assert "FIREBOX_API_KEY" in result.output
+
+
+def test_serve_without_arguments_serves_the_default_model_locally(monkeypatch) -> None:
+    seen = []
+
+    async def fake_run_server(config, shutdown_grace, log_level="info") -> None:
+        seen.append(config)
+
+    monkeypatch.setattr("firebox.cli.run_server", fake_run_server)
+    assert CliRunner().invoke(app, ["serve"], env={"FIREBOX_API_KEY": ""}).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(app, ["serve", "-m", "default", "-m", "/x/b.gguf=b"], env={"FIREBOX_API_KEY": "k1"})
+        .exit_code
+        == 0
+    )
+    plain, keyed = seen
+    assert (plain.host, plain.port, plain.api_keys) == ("127.0.0.1", 8000, ())
+    assert [e.model.name for e in plain.engines] == [DEFAULT_MODEL_NAME] and plain.engines[0].model.source == "default"
+    assert keyed.api_keys == ("k1",) and [e.model.name for e in keyed.engines] == [
+        DEFAULT_MODEL_NAME,
+        "accounts/fireworks/models/b",
+    ]
+
+
+FAKE_LAUNCH = textwrap.dedent(
+    """
+    import json, sys, types
+    from tests.fakes import FakeEngine
+
+    def start_engine(config, progress):
+        progress(0, 2)
+        progress(2, 2)
+        engine = FakeEngine(name=config.model.name, token_delay=0.02)
+        def shutdown():
+            print("SHUTDOWN " + json.dumps({"running": len(engine.running), "aborted": len(engine.aborted)}), flush=True)
+        engine.shutdown = shutdown
+        return engine
+
+    launch = types.ModuleType("firebox.engine.launch")
+    launch.start_engine = start_engine
+    sys.modules["firebox.engine.launch"] = launch
+    from firebox.cli import main
+    sys.argv = ["firebox", "serve"] + sys.argv[1:]
+    main()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_health(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError(f"the server did not come up: {proc.communicate(timeout=5)}")
+
+
+def _stream_until_cut(url: str, seen: list[str]) -> None:
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+        "max_tokens": 200,
+        "ignore_eos": True,
+    }
+    try:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
+            for line in response.iter_lines():
+                seen.append(line)
+    except httpx.HTTPError:
+        pass  # the server cut the stream at shutdown
+
+
+def test_serve_runs_and_shuts_down_gracefully() -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FIREBOX_API_KEY": ""}
+    args = [
+        "--port",
+        str(port),
+        "--model",
+        "dummy:/cfg/Tiny/config.json=tiny",
+        "--shutdown-grace",
+        "0.3",
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAKE_LAUNCH, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_health(url, proc)
+        models = httpx.get(f"{url}/inference/v1/models").json()["data"]
+        assert [m["id"] for m in models] == ["accounts/fireworks/models/tiny"]
+        seen: list[str] = []
+        streamer = threading.Thread(target=_stream_until_cut, args=(url, seen))
+        streamer.start()
+        assert wait_until(lambda: len(seen) > 5, timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        streamer.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert (
+        f"serving on http://127.0.0.1:{port}" in err and "accounts/fireworks/models/tiny" in err and "auth: OFF" in err
+    )
+    shutdown = json.loads(out.split("SHUTDOWN ", 1)[1].splitlines()[0])
+    assert shutdown == {"running": 0, "aborted": 1}  # the unfinished stream was aborted before the engine stopped
+    assert "data: [DONE]" not in seen
+
