@@ -1,0 +1,84 @@
+"""SQLAlchemy table models of the platform database.
+
+Timestamps are naive UTC `datetime`s on both SQLite and PostgreSQL (one convention, no time-zone
+conversion by the driver). Every change to these tables ships as an Alembic migration in
+`platform/migrations/versions/`; later issues (deployments, stored responses) add their own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    create_time: Mapped[datetime] = mapped_column(DateTime())
+    update_time: Mapped[datetime] = mapped_column(DateTime())
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    account_id: Mapped[str] = mapped_column(
+        String(63), ForeignKey("accounts.account_id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32))
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    service_account: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(DateTime())
+    update_time: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(63), index=True)
+    user_id: Mapped[str] = mapped_column(String(63))
+    display_name: Mapped[str] = mapped_column(String(128), default="default")
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    """SHA-256 hex digest of the key; the plain key is never stored."""
+    prefix: Mapped[str] = mapped_column(String(16))
+    create_time: Mapped[datetime] = mapped_column(DateTime())
+    expire_time: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class UsageRow(Base):
+    """One row per request, written by `UsageRecorder`; keys and accounts are plain strings, not
+    foreign keys, so that usage outlives a deleted key."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_records_account_created", "account_id", "created"),)
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(63))
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    model: Mapped[str] = mapped_column(String(256))
+    deployment: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    endpoint: Mapped[str] = mapped_column(String(64), default="")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    ttft_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status_code: Mapped[int] = mapped_column(Integer, default=200)
+    aborted: Mapped[bool] = mapped_column(Boolean, default=False)
+    end_user: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    request_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    created: Mapped[datetime] = mapped_column(DateTime())

@@ -1,0 +1,56 @@
+"""`Platform`: every platform service, opened together at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from firebox.config import DEFAULT_ACCOUNT
+from firebox.platform.accounts import AccountStore
+from firebox.platform.auth import DatabaseAuthenticator
+from firebox.platform.db import Database
+from firebox.platform.keys import KeyStore
+from firebox.platform.prometheus import PlatformMetrics
+from firebox.platform.rate_limit import RateLimiter
+from firebox.platform.usage import UsageRecorder
+from firebox.platform.usage_query import UsageQuery
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    database: Database
+    accounts: AccountStore
+    keys: KeyStore
+    authenticator: DatabaseAuthenticator
+    usage: UsageRecorder
+    usage_query: UsageQuery
+    rate_limiter: RateLimiter
+    metrics: PlatformMetrics
+
+    @classmethod
+    def open(cls, data_dir: Path, database_url: str | None = None,
+             admin_keys: Sequence[str] = ()) -> Platform:
+        """Migrate the database, make sure the default account exists, replay the usage journal
+        and start the usage writer. Blocking: call it before the event loop serves requests."""
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        database = Database.open(data_dir, database_url)
+        accounts = AccountStore(database)
+        accounts.ensure_account(DEFAULT_ACCOUNT)
+        keys = KeyStore(database)
+        usage = UsageRecorder(database, data_dir)
+        usage.start()
+        return cls(database=database, accounts=accounts, keys=keys,
+                   authenticator=DatabaseAuthenticator(keys, admin_keys), usage=usage,
+                   usage_query=UsageQuery(database), rate_limiter=RateLimiter(),
+                   metrics=PlatformMetrics())
+
+    def completion_callbacks(self) -> list[Callable[[Any], None]]:
+        """What serving calls with each finished `RequestRecord`: usage row, metrics, token limit."""
+        return [self.usage.record, self.metrics.observe_request, self.rate_limiter.observe_request]
+
+    def close(self) -> None:
+        """Flush queued usage records, then release the database."""
+        self.usage.close()
+        self.database.close()

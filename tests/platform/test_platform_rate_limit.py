@@ -1,0 +1,88 @@
+"""RateLimiter: requests and tokens per minute, 429 decisions, headers, retry_after."""
+
+from __future__ import annotations
+
+import pytest
+
+from firebox.platform.auth import Principal
+from firebox.platform.rate_limit import RateLimiter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_requests_per_minute(clock: FakeClock) -> None:
+    limiter = RateLimiter(clock=clock)
+    key = Principal("acme", "k1", requests_per_minute=2)
+    first = limiter.check(key)
+    assert first.allowed and first.retry_after == 0
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert "x-ratelimit-reset-requests" in first.headers
+    assert "x-ratelimit-limit-tokens" not in first.headers
+    clock.now += 10
+    assert limiter.check(key).headers["x-ratelimit-remaining-requests"] == "0"
+    clock.now += 5
+    refused = limiter.check(key)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(45.0)  # the first request leaves the window at +60 s
+    assert refused.headers["retry-after"] == "45"
+    assert refused.headers["retry-after-ms"] == "45000"
+    clock.now += 45
+    assert limiter.check(key).allowed  # refused checks were not counted
+
+
+def test_tokens_per_minute(clock: FakeClock) -> None:
+    limiter = RateLimiter(clock=clock)
+    key = Principal("acme", "k1", tokens_per_minute=100)
+    assert limiter.check(key).allowed
+    limiter.add_tokens(key, 60)
+    clock.now += 20
+    decision = limiter.check(key)
+    assert decision.allowed and decision.headers["x-ratelimit-remaining-tokens"] == "40"
+    limiter.add_tokens(key, 50)
+    clock.now += 1
+    refused = limiter.check(key)
+    assert not refused.allowed
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert refused.retry_after == pytest.approx(39.0)  # the 60 tokens expire 60 s after they were added
+    clock.now += 39
+    assert limiter.check(key).allowed
+
+
+def test_keys_are_independent_and_unlimited_keys_pass(clock: FakeClock) -> None:
+    limiter = RateLimiter(clock=clock)
+    one, two = Principal("a", "k1", requests_per_minute=1), Principal("a", "k2", requests_per_minute=1)
+    assert limiter.check(one).allowed and limiter.check(two).allowed
+    assert not limiter.check(one).allowed
+    free = Principal("a", "k3")
+    for _ in range(1000):
+        decision = limiter.check(free)
+        assert decision.allowed and decision.headers == {}
+    limiter.add_tokens(free, 10**9)
+    assert limiter.check(Principal("fireworks", None, is_admin=True)).allowed
+
+
+def test_finished_requests_charge_tokens_by_key_id(clock: FakeClock) -> None:
+    class Record:  # serving's RequestRecord carries key_id and the token counts
+        def __init__(self, key_id: str) -> None:
+            self.key_id, self.prompt_tokens, self.completion_tokens = key_id, 30, 25
+
+    limiter = RateLimiter(clock=clock)
+    key = Principal("acme", "k1", tokens_per_minute=50)
+    assert limiter.check(key).allowed
+    limiter.observe_request(Record("k1"))
+    refused = limiter.check(key)
+    assert not refused.allowed and refused.headers["x-ratelimit-remaining-tokens"] == "0"
+    limiter.observe_request(Record("k2"))  # never checked with a limit: nothing to charge
+    assert limiter.check(Principal("acme", "k2", tokens_per_minute=50)).allowed
