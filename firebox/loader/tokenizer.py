@@ -125,13 +125,20 @@ def _gpt2_byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
+def gpt2_byte_encoder() -> dict[int, str]:
+    """GPT-2's byte-to-unicode table: how byte-level BPE vocabularies spell each byte."""
+    return {b: ch for ch, b in _gpt2_byte_decoder().items()}
+
+
 def _token_bytes(backend: HFTokenizer, token_id: int) -> bytes:
     piece = backend.id_to_token(token_id)
     if piece is None:
         return b""
+    if getattr(backend.model, "byte_fallback", False):  # SentencePiece: "▁word" pieces and <0xNN> bytes
+        if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+            return bytes([int(piece[3:5], 16)])
+        return piece.replace("\u2581", " ").encode("utf-8")
     table = _gpt2_byte_decoder()
     if all(ch in table for ch in piece):
         return bytes(table[ch] for ch in piece)
-    if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:  # SentencePiece byte fallback
-        return bytes([int(piece[3:5], 16)])
     return backend.decode([token_id], skip_special_tokens=False).replace("\u2581", " ").encode("utf-8")
