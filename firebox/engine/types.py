@@ -188,7 +188,7 @@ class ModelRunnerOutput:
 
     request_ids: list[str]  # the requests that sampled, in order
     sampled_token_ids: list[int]
-    logprobs: list[TokenLogprob] | None  # aligned with request_ids when any request asked
+    logprobs: list[TokenLogprob | None] | None  # aligned with request_ids; None rows did not ask
     prompt_logprobs: dict[str, list[TokenLogprob | None]] = field(default_factory=dict)  # per chunk
 
 
