@@ -34,10 +34,11 @@ from firebox.config import (
     SchedulerConfig,
     ServerConfig,
 )
-from firebox.serving.auth import StaticKeyAuthenticator
+from firebox.cli_keys import keys_app
 from firebox.serving.registry import ModelRegistry, split_model_name
 
 app = typer.Typer(help="firebox: a self-hostable, Fireworks-compatible inference server.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 logger = logging.getLogger("firebox")
 
 MIB = 1024 * 1024
@@ -208,23 +209,51 @@ def log_startup(console: Console, config: ServerConfig, engines: list[tuple[str,
     console.print(f"  fireworks SDK: base_url={url}")
     for name, engine in engines:
         console.print(f"  model [bold]{name}[/] (context {engine.model_info.max_model_len} tokens)")
+    console.print(f"  dashboard:     {url}/dashboard   metrics: {url}/metrics")
     if is_open:
         console.print("  auth: [bold red]OFF[/] - no API key configured, every client is accepted")
     else:
-        console.print(f"  auth: on ({len(config.api_keys)} key(s); send 'Authorization: Bearer <key>')")
+        console.print("  auth: on (send 'Authorization: Bearer <key>'; manage keys with `firebox keys`)")
+
+
+def build_app(config: ServerConfig, engines: list[tuple[str, Any]], platform: Any, lifecycle: Lifecycle) -> Any:
+    """The HTTP app over the started engines, with the platform's auth, usage, limits and routes."""
+    from firebox.api.routes.control_plane import control_plane_router
+    from firebox.api.routes.dashboard import dashboard_router
+    from firebox.api.routes.metrics import metrics_router
+    from firebox.api.routes.usage import usage_router
+
+    registry = ModelRegistry()
+    for name, engine in engines:
+        registry.add(name, engine)
+        platform.metrics.add_engine(name, lambda engine=engine: engine.stats)
+    routers = [
+        control_plane_router(platform.accounts, platform.keys, platform.authenticator),
+        usage_router(platform.usage_query, platform.accounts, platform.authenticator),
+        metrics_router(platform.metrics),
+        dashboard_router(),
+    ]
+    return create_app(
+        registry,
+        platform.authenticator,
+        platform.completion_callbacks(),
+        config,
+        extra_routers=routers,
+        lifecycle=lifecycle,
+        rate_limiter=platform.rate_limiter,
+    )
 
 
 async def run_server(config: ServerConfig, shutdown_grace: float, log_level: str = "info") -> None:
+    from firebox.platform.services import Platform
+
     console = Console(stderr=True)
     engines: list[tuple[str, Any]] = []
+    platform = Platform.open(config.data_dir, config.database_url, admin_keys=config.api_keys)
     try:
         start_engines(config, console, engines)
-        registry = ModelRegistry()
-        for name, engine in engines:
-            registry.add(name, engine)
-        authenticator = StaticKeyAuthenticator(config.api_keys)
         lifecycle = Lifecycle()
-        app = create_app(registry, authenticator, (), config, lifecycle=lifecycle)
+        app = build_app(config, engines, platform, lifecycle)
         uv_config = uvicorn.Config(
             app,
             host=config.host,
@@ -232,10 +261,11 @@ async def run_server(config: ServerConfig, shutdown_grace: float, log_level: str
             log_level=log_level,
             timeout_graceful_shutdown=max(shutdown_grace, 0.1),
         )
-        log_startup(console, config, engines, authenticator.is_open())
+        log_startup(console, config, engines, platform.authenticator.is_open())
         await DrainingServer(uv_config, lifecycle).serve()
     finally:
         await shutdown_engines(engines)
+        platform.close()
 
 
 class DrainingServer(uvicorn.Server):

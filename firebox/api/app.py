@@ -11,11 +11,11 @@ import time
 from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from firebox.api.errors import install_error_handlers
 from firebox.api.routes import chat, completions, health, models, tokenize
-from firebox.api.state import AppState, Lifecycle
+from firebox.api.state import AppState, Lifecycle, RateLimiter
 from firebox.config import ServerConfig
 from firebox.serving.auth import Authenticator, StaticKeyAuthenticator
 from firebox.serving.chat import ChatService
@@ -26,16 +26,30 @@ from firebox.serving.registry import ModelRegistry
 INFERENCE_PREFIXES = ("/v1", "/inference/v1")
 
 
-class _StampArrival:
-    """Marks when each request arrived, before its body is read, for the latency figures."""
+class _RequestScope:
+    """Marks when each request arrived, before its body is read, for the latency figures, and
+    adds the headers the request's dependencies left in `request.state.extra_headers`
+    (x-ratelimit-*) to whatever answers it, errors and streams included."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["arrival_time"] = time.monotonic()
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["arrival_time"] = time.monotonic()
+
+        async def send_with_headers(message: Message) -> None:
+            extra = state.get("extra_headers")
+            if message["type"] == "http.response.start" and extra:
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                added = [(k.encode(), v.encode()) for k, v in extra.items() if k.encode() not in present]
+                message["headers"] = [*message.get("headers", []), *added]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(
@@ -45,6 +59,7 @@ def create_app(
     config: ServerConfig | None = None,
     extra_routers: Sequence[APIRouter] = (),
     lifecycle: Lifecycle | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> FastAPI:
     """The app. `authenticator` defaults to the static keys of `config` (none: open access);
     `callbacks` get one `RequestRecord` per finished request; `extra_routers` (platform, metrics)
@@ -59,6 +74,7 @@ def create_app(
         chat=ChatService(recorder),
         completions=CompletionService(recorder),
         lifecycle=lifecycle or Lifecycle(),
+        rate_limiter=rate_limiter,
     )
     for prefix in INFERENCE_PREFIXES:
         for router in (chat.router, completions.router, models.router, tokenize.router):
@@ -68,5 +84,5 @@ def create_app(
     for router in extra_routers:
         app.include_router(router)
     install_error_handlers(app)
-    app.add_middleware(_StampArrival)
+    app.add_middleware(_RequestScope)
     return app

@@ -14,7 +14,8 @@ from fastapi import Request
 
 from firebox.api.state import AppState
 from firebox.serving.auth import Authenticator, Principal
-from firebox.serving.errors import AuthenticationError, ShuttingDownError
+from firebox.config import DEFAULT_ACCOUNT
+from firebox.serving.errors import AuthenticationError, ModelNotFoundError, RateLimitedError, ShuttingDownError
 from firebox.serving.records import RequestContext
 from firebox.serving.registry import ModelHandle
 
@@ -51,6 +52,7 @@ async def authenticate(request: Request) -> Principal:
     if principal is None:
         message = "Missing API key: send 'Authorization: Bearer <key>'" if token is None else "Invalid API key"
         raise AuthenticationError(message)
+    request.state.principal = principal
     return principal
 
 
@@ -68,6 +70,7 @@ def inference_context(endpoint: str) -> Callable[[Request], Awaitable[RequestCon
         principal = await authenticate(request)
         request_id = uuid.uuid4().hex
         request.state.request_id = request_id
+        check_rate_limit(request, principal)
         return RequestContext(
             request_id=request_id,
             principal=principal,
@@ -80,5 +83,27 @@ def inference_context(endpoint: str) -> Callable[[Request], Awaitable[RequestCon
     return dependency
 
 
+def check_rate_limit(request: Request, principal: Principal) -> None:
+    """429 when the key is over its limits; otherwise its x-ratelimit-* headers ride on the answer."""
+    limiter = app_state(request).rate_limiter
+    if limiter is None:
+        return
+    decision = limiter.check(principal)
+    if not decision.allowed:
+        raise RateLimitedError("rate limit exceeded for this API key; retry later", dict(decision.headers))
+    request.state.extra_headers = dict(decision.headers)
+
+
+def may_use(principal: Principal | None, account_id: str) -> bool:
+    """Models of the default account are public; others only for their own account (or admins)."""
+    if account_id == DEFAULT_ACCOUNT:
+        return True
+    return principal is not None and (principal.is_admin or principal.account_id == account_id)
+
+
 def resolve_model(request: Request, name: str) -> ModelHandle:
-    return app_state(request).registry.resolve(name)
+    """The handle of `name`; another account's private model is reported as not found (404)."""
+    handle = app_state(request).registry.resolve(name)
+    if not may_use(getattr(request.state, "principal", None), handle.model.account_id):
+        raise ModelNotFoundError(name)
+    return handle

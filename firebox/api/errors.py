@@ -20,7 +20,7 @@ from firebox.api.headers import REQUEST_ID
 from firebox.api.sse import ClientDisconnected
 from firebox.engine.types import EngineError, QueueFullError
 from firebox.protocol.common import ErrorDetail, ErrorResponse
-from firebox.serving.errors import ServingError, error_response, status_of
+from firebox.serving.errors import RateLimitedError, ServingError, error_response, status_of
 from firebox.serving.run import CLIENT_CLOSED
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
 
 async def _on_serving(request: Request, exc: Exception) -> Response:
     headers = {"retry-after": RETRY_AFTER_S} if isinstance(exc, QueueFullError) else None
+    if isinstance(exc, RateLimitedError):
+        headers = exc.headers
     return json_error(status_of(exc), error_response(exc), request, headers)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from firebox.serving.auth import Authenticator
 from firebox.serving.chat import ChatService
@@ -17,6 +18,14 @@ class Lifecycle:
     is_draining: bool = False
 
 
+class RateLimiter(Protocol):
+    """Per-key request/token limits (the platform's `RateLimiter`)."""
+
+    def check(self, principal: Any) -> Any:
+        """A decision with `allowed`, `retry_after` (seconds) and `headers` (x-ratelimit-*)."""
+        ...
+
+
 @dataclass
 class AppState:
     registry: ModelRegistry
@@ -24,3 +33,4 @@ class AppState:
     chat: ChatService
     completions: CompletionService
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    rate_limiter: RateLimiter | None = None

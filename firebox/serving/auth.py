@@ -19,6 +19,7 @@ from firebox.config import DEFAULT_ACCOUNT
 class Principal:
     account_id: str
     key_id: str | None = None  # None under open access
+    is_admin: bool = False  # the operator: may use and manage every account's resources
 
 
 class Authenticator(Protocol):
@@ -36,7 +37,7 @@ def key_id_of(key: str) -> str:
 
 
 class StaticKeyAuthenticator:
-    """Keys from the command line or `FIREBOX_API_KEY`, all in the default account."""
+    """Keys from the command line or `FIREBOX_API_KEY`: the operator's, admin of every account."""
 
     def __init__(self, keys: Iterable[str] = (), account_id: str = DEFAULT_ACCOUNT) -> None:
         self._keys = tuple(k for k in keys if k)
@@ -48,11 +49,11 @@ class StaticKeyAuthenticator:
 
     async def authenticate(self, token: str | None) -> Principal | None:
         if self.is_open():
-            return Principal(self._account_id)
+            return Principal(self._account_id, is_admin=True)
         if token is None:
             return None
         # compare against every key, in constant time each, so timing tells nothing
         matches = [hmac.compare_digest(token.encode(), key.encode()) for key in self._keys]
         if not any(matches):
             return None
-        return Principal(self._account_id, key_id_of(token))
+        return Principal(self._account_id, key_id_of(token), is_admin=True)

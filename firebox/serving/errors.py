@@ -53,6 +53,18 @@ class AuthenticationError(ServingError):
     code = "UNAUTHENTICATED"
 
 
+class RateLimitedError(ServingError):
+    """The key is over its requests- or tokens-per-minute limit; `headers` say when to retry."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers = headers
+
+
 class ShuttingDownError(ServingError):
     status_code = 503
     error_type = "service_unavailable"

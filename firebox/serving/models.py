@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from firebox.protocol.models import ModelCard, ModelList
-from firebox.serving.registry import ModelRegistry, ServedModel
+from firebox.serving.registry import ModelHandle, ModelRegistry, ServedModel
 
 
 def model_card(served: ServedModel) -> ModelCard:
@@ -15,10 +17,11 @@ def model_card(served: ServedModel) -> ModelCard:
     )
 
 
-def list_models(registry: ModelRegistry) -> ModelList:
-    return ModelList(data=[model_card(served) for served in registry])
+def list_models(registry: ModelRegistry, visible: Callable[[str], bool]) -> ModelList:
+    """The models whose account `visible` accepts."""
+    return ModelList(data=[model_card(served) for served in registry if visible(served.account_id)])
 
 
-def get_model(registry: ModelRegistry, name: str) -> ModelCard:
-    """The card of a full or short model name, or of what a deployment name resolves to."""
-    return model_card(registry.resolve(name).model)
+def get_model(handle: ModelHandle) -> ModelCard:
+    """The card of what a (model or deployment) name resolved to."""
+    return model_card(handle.model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from firebox.api.deps import app_state, authenticate
+from firebox.api.deps import app_state, authenticate, may_use, resolve_model
 from firebox.api.responses import json_response
 from firebox.serving.models import get_model, list_models
 
@@ -14,9 +14,10 @@ router = APIRouter(tags=["models"], dependencies=[Depends(authenticate)])
 
 @router.get("/models")
 async def list_served_models(request: Request) -> Response:
-    return json_response(list_models(app_state(request).registry))
+    principal = request.state.principal
+    return json_response(list_models(app_state(request).registry, lambda account: may_use(principal, account)))
 
 
 @router.get("/models/{name:path}")
 async def get_served_model(name: str, request: Request) -> Response:
-    return json_response(get_model(app_state(request).registry, name))
+    return json_response(get_model(resolve_model(request, name)))
