@@ -78,6 +78,7 @@ class LLM:
         max_num_batched_tokens: int = 512,
         num_kv_blocks: int | None = None,
         device: str = "auto",
+        num_threads: int | None = None,
         seed: int = 0,
     ) -> None:
         config = EngineConfig(
@@ -91,7 +92,7 @@ class LLM:
             ),
             cache=CacheConfig(num_blocks=num_kv_blocks),
             scheduler=SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens),
-            device=DeviceConfig(device=device),
+            device=DeviceConfig(device=device, num_threads=num_threads),
         )
         self.core, self.model_info = build_core(config)
         self.tokenizer = self.core.tokenizer
