@@ -47,12 +47,14 @@ def build_core(config: EngineConfig, progress: Progress | None = None) -> tuple[
         eos_token_ids=source.eos_token_ids,
     )
     logger.info(
-        "loaded %s (%s) in %.2fs: %s, %s, %d KV blocks of %d tokens",
+        "loaded %s (%s) in %.2fs: %s, %s, %s, %s attention, %d KV blocks of %d tokens",
         config.model.name,
         source.description,
         time.monotonic() - started,
         runner.device,
         str(runner.dtype).removeprefix("torch."),
+        runner.kernels,
+        type(runner.attn_backend).__name__.removesuffix("AttentionBackend"),
         runner.num_kv_blocks,
         config.cache.block_size,
     )

@@ -4,6 +4,7 @@ weights, returning the architecture, tokenizer, sampling defaults and a lazy wei
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,6 +49,7 @@ class ModelSource:
     is_dummy: bool  # True: weights() yields nothing; the caller runs init_dummy_weights
     description: str  # for logs, e.g. "GGUF Q4_1 /path/model.gguf"
     read_weights: Callable[[], WeightStream] = field(default=_no_weights, repr=False, compare=False)
+    weight_bits: int | None = None  # bits per weight of a quantized checkpoint (4 for Q4_1); None: float
 
     def weights(self) -> WeightStream:
         """(Hugging Face name, tensor) pairs, produced lazily one at a time: quantized GGUF
@@ -101,7 +103,16 @@ def gguf_source(path: Path, progress: Progress | None = None) -> ModelSource:
         is_dummy=False,
         description=f"GGUF {gguf_file_type(file)} {path}",
         read_weights=partial(iter_gguf_weights, file, arch, progress),
+        weight_bits=gguf_weight_bits(gguf_file_type(file)),
     )
+
+
+def gguf_weight_bits(file_type: str) -> int | None:
+    """4 for Q2..Q4 files, 8 for Q5..Q8 ones (kept at 8 bits so nothing is lost), None for floats."""
+    match = re.match(r"I?Q(\d)", file_type)
+    if match is None:
+        return None
+    return 4 if int(match[1]) <= 4 else 8
 
 
 def hf_folder_source(folder: Path, progress: Progress | None = None) -> ModelSource:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from firebox.engine.runner.attention.backend import AttentionBackend
+from firebox.kernels import has_native_op
 from firebox.loader.arch_config import ArchConfig
 from firebox.models.layers.activation import check_activation
 from firebox.models.layers.linear import Linear
@@ -71,6 +72,8 @@ class DecoderAttention(nn.Module):
         self.o_proj = Linear(q_size, config.hidden_size, bias=spec.o_bias, dtype=dtype)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, dtype) if spec.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, dtype) if spec.qk_norm else None
+        # one in-place pass over q and k (float32 cos|sin) instead of a dozen tensor ops
+        self.native_rope = self.o_proj.weight.device.type == "cpu" and has_native_op("rotary_embedding")
 
     def forward(
         self,
@@ -81,12 +84,14 @@ class DecoderAttention(nn.Module):
     ) -> torch.Tensor:  # [num_tokens, hidden]
         # [num_tokens, heads + 2 * kv_heads, head_dim]
         qkv = self.qkv_proj(hidden).view(hidden.shape[0], -1, self.head_dim)
-        qk, v = qkv.split((self.num_heads + self.num_kv_heads, self.num_kv_heads), dim=1)
+        q, k, v = qkv.split((self.num_heads, self.num_kv_heads, self.num_kv_heads), dim=1)
         if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.native_rope and q.stride(1) == self.head_dim and k.stride(1) == self.head_dim:
+            torch.ops.firebox.rotary_embedding(q, k, cos_sin.float())  # in place, inside qkv
+        else:
+            qk = apply_rotary(torch.cat((q, k), dim=1), cos_sin)  # q and k heads rotated in one pass
             q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
-            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=1)
-        qk = apply_rotary(qk, cos_sin)  # q and k heads rotated in one pass
-        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
         out = self.backend.forward(q, k, v, kv_cache, attn_meta, self.scale)  # [num_tokens, heads * head_dim]
         return self.o_proj(out)
 
@@ -102,10 +107,21 @@ class DecoderLayer(nn.Module):
         self.mlp = mlp
 
     def forward(
-        self, hidden: torch.Tensor, cos_sin: torch.Tensor, kv_cache: torch.Tensor, attn_meta: Any
-    ) -> torch.Tensor:
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos_sin, kv_cache, attn_meta)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+        self,
+        hidden: torch.Tensor,  # [num_tokens, hidden]: the previous layer's output
+        residual: torch.Tensor | None,  # [num_tokens, hidden]: the residual stream; None before layer 0
+        cos_sin: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn_meta: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this layer's output, the residual stream): the residual add is fused into the next norm."""
+        if residual is None:
+            hidden, residual = self.input_layernorm(hidden), hidden
+        else:
+            hidden, residual = self.input_layernorm.forward_add(hidden, residual)
+        hidden = self.self_attn(hidden, cos_sin, kv_cache, attn_meta)
+        hidden, residual = self.post_attention_layernorm.forward_add(hidden, residual)
+        return self.mlp(hidden), residual
 
 
 class DecoderModel(nn.Module):
@@ -171,9 +187,10 @@ class DecoderForCausalLM(nn.Module):
             raise ValueError(f"got {len(kv_caches)} KV caches for {len(layers)} layers")
         hidden = self.model.embed_tokens(input_ids)
         cos_sin = self.model.rotary_emb.lookup(positions, hidden.dtype)  # shared by every layer
+        residual = None
         for layer, kv_cache in zip(layers, kv_caches, strict=True):
-            hidden = layer(hidden, cos_sin, kv_cache, attn_meta)
-        return self.model.norm(hidden)
+            hidden, residual = layer(hidden, residual, cos_sin, kv_cache, attn_meta)
+        return self.model.norm.forward_add(hidden, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [n, hidden] -> [n, vocab] float32
         return self.lm_head(hidden).float()

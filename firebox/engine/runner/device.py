@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import os
-from pathlib import Path
 
 import torch
 
@@ -22,23 +20,6 @@ def resolve_device(config: DeviceConfig) -> torch.device:
 
 def configure_threads(config: DeviceConfig) -> None:
     torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: bf16 matmuls run in hardware rather than emulated (slower than fp32)."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -13,10 +13,13 @@ import logging
 import torch
 
 from firebox.config import CacheConfig, DeviceConfig, ModelConfig
+from firebox.engine.runner.attention.backend import AttentionBackend
 from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
 from firebox.engine.runner.device import configure_threads, resolve_device, resolve_dtype
 from firebox.engine.runner.input_batch import ModelInput, prepare_inputs
+from firebox.kernels import load_native
 from firebox.engine.runner.sampler import Sampler, build_sampling_batch, compute_prompt_logprobs
+from firebox.engine.runner.weight_kernels import install_weight_kernels, resolve_quantization
 from firebox.engine.types import ModelRunnerOutput, SchedulerOutput, TokenLogprob
 from firebox.loader.arch_config import ArchConfig
 from firebox.loader.dummy import init_dummy_weights
@@ -29,6 +32,18 @@ logger = logging.getLogger(__name__)
 def kv_bytes_per_block(arch: ArchConfig, block_size: int, dtype: torch.dtype) -> int:
     per_token = 2 * arch.num_hidden_layers * arch.num_key_value_heads * arch.head_dim
     return per_token * block_size * torch.finfo(dtype).bits // 8
+
+
+def choose_attention_backend(name: str, device: torch.device) -> AttentionBackend:
+    """firebox's native paged kernel on CPU (when it compiles here), else the portable torch one."""
+    if device.type == "cpu" and name in ("auto", "native"):
+        if load_native():
+            from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
+
+            return CpuPagedAttentionBackend()
+        if name == "native":
+            raise ValueError("attention_backend 'native' asked for, but the native kernels did not build")
+    return TorchAttentionBackend()
 
 
 class ModelRunner:
@@ -45,8 +60,10 @@ class ModelRunner:
         self.arch = source.arch
         self.block_size = cache_config.block_size
         self.eos_token_ids = source.eos_token_ids
-        self.attn_backend = TorchAttentionBackend()
+        self.attn_backend = choose_attention_backend(device_config.attention_backend, self.device)
         self.model = self._build_model(model_config, source)
+        quantization = resolve_quantization(model_config.quantization, self.device)
+        self.kernels = install_weight_kernels(self.model, quantization, source.weight_bits)
         self.num_kv_blocks = cache_config.num_blocks or max(
             1, cache_config.memory_bytes // kv_bytes_per_block(self.arch, self.block_size, self.dtype)
         )

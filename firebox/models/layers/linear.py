@@ -6,7 +6,7 @@ records the parts so that `load_weights` can copy each Hugging Face tensor into 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,8 @@ class Linear(nn.Module):
         self.output_sizes = sizes
         self.weight = nn.Parameter(torch.empty(sum(sizes), in_features, dtype=dtype), requires_grad=False)
         self.bias = nn.Parameter(torch.zeros(sum(sizes), dtype=dtype), requires_grad=False) if bias else None
+        # A faster kernel over a repacked copy of the weight (models/layers/quant.py), set after loading.
+        self.kernel: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def weight_part_sizes(self) -> dict[str, tuple[int, ...]]:
         """Row sizes of the fused parts of each parameter (for the weight loader)."""
@@ -36,6 +38,8 @@ class Linear(nn.Module):
         return parts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [n, in] -> [n, out]
+        if self.kernel is not None:
+            return self.kernel(x)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:

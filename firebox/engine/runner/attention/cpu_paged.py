@@ -1,0 +1,111 @@
+"""Paged attention on CPU with firebox's native kernel (`csrc/paged_attention.cpp`).
+
+Decodes and prefill chunks that continue a cached context read their keys and values in place
+from the block pool: no gather copy, one pass per (token, KV head). A fresh prompt (no cached
+context) still runs torch's fused causal SDPA over its own k/v, which is faster for long runs of
+queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from firebox.engine.runner.attention.backend import AttentionBatch
+from firebox.engine.runner.attention.torch_ref import _padded, _slots
+
+
+@dataclass(slots=True)
+class FreshPrefill:
+    token_start: int
+    token_end: int
+
+
+@dataclass(slots=True)
+class CpuPagedMetadata:
+    slot_mapping: torch.Tensor  # [num_tokens] where each new token's k/v is written
+    slot_table: torch.Tensor  # [num_reqs, max_seq_len] flat slots of every context position
+    paged_tokens: torch.Tensor | None  # [num_paged] token indices for the paged kernel; None = all
+    num_paged: int
+    token_row: torch.Tensor  # [num_paged] request row of each paged token
+    kv_len: torch.Tensor  # [num_paged] positions each paged token may see (causal bound)
+    fresh: list[FreshPrefill]
+
+
+class CpuPagedAttentionBackend:
+    def build_metadata(self, batch: AttentionBatch, device: torch.device) -> CpuPagedMetadata:
+        bs = batch.block_size
+        tables = _padded(batch.block_tables)
+        seq_lens = [c + q for c, q in zip(batch.context_lens, batch.query_lens)]
+        positions = torch.arange(max(seq_lens))
+        slot_table = _slots(tables, positions.clamp(max=tables.shape[1] * bs - 1).expand(len(seq_lens), -1), bs)
+        slot_mapping = torch.cat(
+            [slot_table[i, c : c + q] for i, (c, q) in enumerate(zip(batch.context_lens, batch.query_lens))]
+        )
+        paged, rows, lens, fresh = [], [], [], []
+        start = 0
+        for i, (c, q) in enumerate(zip(batch.context_lens, batch.query_lens)):
+            if c == 0 and q > 1:
+                fresh.append(FreshPrefill(start, start + q))
+            else:
+                paged.extend(range(start, start + q))
+                rows.extend([i] * q)
+                lens.extend(range(c + 1, c + q + 1))
+            start += q
+        is_prefix = paged == list(range(len(paged)))
+        return CpuPagedMetadata(
+            slot_mapping=slot_mapping,
+            slot_table=slot_table,
+            paged_tokens=None if is_prefix else torch.tensor(paged, dtype=torch.long),
+            num_paged=len(paged),
+            token_row=torch.tensor(rows, dtype=torch.long),
+            kv_len=torch.tensor(lens, dtype=torch.long),
+            fresh=fresh,
+        )
+
+    def forward(
+        self,
+        q: torch.Tensor,  # [num_tokens, num_heads, head_dim]
+        k: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim]
+        v: torch.Tensor,
+        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim]
+        meta: CpuPagedMetadata,
+        scale: float,
+    ) -> torch.Tensor:  # [num_tokens, num_heads * head_dim]
+        num_tokens, num_heads, head_dim = q.shape
+        num_kv_heads = k.shape[1]
+        k_pool = kv_cache[0].view(-1, num_kv_heads, head_dim)
+        v_pool = kv_cache[1].view(-1, num_kv_heads, head_dim)
+        torch.ops.firebox.write_kv(k.to(k_pool.dtype), v.to(v_pool.dtype), k_pool, v_pool, meta.slot_mapping)
+        out = q.new_empty(num_tokens, num_heads, head_dim)
+        if meta.num_paged:
+            self._paged(q, k_pool, v_pool, out, meta, scale)
+        for span in meta.fresh:
+            s, e = span.token_start, span.token_end
+            out[s:e] = F.scaled_dot_product_attention(
+                q[s:e].transpose(0, 1).unsqueeze(0),
+                k[s:e].transpose(0, 1).unsqueeze(0),
+                v[s:e].transpose(0, 1).unsqueeze(0),
+                is_causal=True,
+                scale=scale,
+                enable_gqa=True,
+            )[0].transpose(0, 1)
+        return out.view(num_tokens, num_heads * head_dim)
+
+    @staticmethod
+    def _paged(q, k_pool, v_pool, out, meta: CpuPagedMetadata, scale: float) -> None:
+        if meta.paged_tokens is None:  # the paged tokens lead the batch (decodes first): no copies
+            q_in = q[: meta.num_paged].to(k_pool.dtype)  # a strided view of qkv is fine
+            out_part = out[: meta.num_paged] if out.dtype == k_pool.dtype else torch.empty_like(q_in).contiguous()
+        else:
+            q_in = q.index_select(0, meta.paged_tokens).to(k_pool.dtype)
+            out_part = torch.empty(q_in.shape, dtype=q_in.dtype)
+        torch.ops.firebox.paged_attention(
+            out_part, q_in, k_pool, v_pool, meta.slot_table, meta.token_row, meta.kv_len, scale
+        )
+        if meta.paged_tokens is not None:
+            out.index_copy_(0, meta.paged_tokens, out_part.to(out.dtype))
+        elif out_part.data_ptr() != out.data_ptr():
+            out[: meta.num_paged] = out_part

@@ -1,0 +1,82 @@
+"""firebox's own CPU kernels (C++ in `csrc/`), compiled for this machine on first use.
+
+A leaf package: the model layers and the runner both call into it.
+
+Built with torch's cpp_extension (ninja, the system C++ compiler, `-march=native`) into torch's
+extension cache; the build name carries a hash of the sources and of the CPU flags, so a changed
+kernel or a different CPU never loads a stale binary. Where no compiler is available the callers
+fall back to the portable torch kernels: `load_native()` returns False and says why in the log.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from firebox.kernels.cpu import cpu_flags
+
+logger = logging.getLogger(__name__)
+
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = ("paged_attention.cpp", "group_gemv.cpp", "layer_ops.cpp")
+
+
+def _build_name() -> str:
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((CSRC / name).read_bytes())
+    digest.update(" ".join(sorted(cpu_flags())).encode())
+    digest.update(torch.__version__.encode())
+    return f"firebox_native_{digest.hexdigest()[:16]}"
+
+
+STALE_LOCK_S = 600  # a build holding its lock longer than this was killed midway
+
+
+def _build_directory(name: str) -> Path:
+    """torch's extension cache, minus a lock file a killed build left behind (torch would wait
+    on it forever)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    folder = Path(_get_build_directory(name, verbose=False))
+    lock = folder / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        logger.warning("removing a stale build lock %s", lock)
+        lock.unlink(missing_ok=True)
+    return folder
+
+
+@functools.cache
+def load_native() -> bool:
+    """Compile (once per machine and source version) and load the kernels; False if impossible."""
+    try:
+        from torch.utils.cpp_extension import load
+
+        name = _build_name()
+        load(
+            name=name,
+            build_directory=str(_build_directory(name)),
+            sources=[str(CSRC / name) for name in SOURCES],
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as exc:  # no compiler, no ninja, a build error: the torch kernels still work
+        logger.warning("firebox's native CPU kernels are unavailable (%s); using portable torch kernels", exc)
+        return False
+    return True
+
+
+def has_native_op(name: str) -> bool:
+    """Whether `firebox::<name>` has a CPU kernel in this process (i.e. `load_native()` ran and
+    succeeded). Never triggers a build: modules decide once, when they are constructed."""
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"firebox::{name}", "CPU")
+    except RuntimeError:  # the operator is not registered at all
+        return False

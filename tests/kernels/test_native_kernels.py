@@ -1,0 +1,134 @@
+"""firebox's native CPU kernels against the torch code they replace."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from firebox.engine.runner.attention.backend import AttentionBatch
+from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
+from firebox.kernels import has_native_op, load_native
+from firebox.models.layers.quant import (
+    BatchAdaptiveKernel,
+    quantize_q4,
+    quantize_q8,
+    quantize_tinygemm_int4,
+)
+from firebox.models.layers.rotary import apply_rotary
+
+pytestmark = pytest.mark.skipif(not load_native(), reason="the native kernels did not build here")
+
+
+def _q4_reference(weight: torch.Tensor) -> torch.Tensor:
+    """What the 4-bit grid makes of `weight`: per 32 columns, 16 levels from min to max."""
+    groups = weight.view(weight.shape[0], -1, 32)
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = (high - low) / 15
+    return (((groups - low) / scale).round().clamp(0, 15) * scale + low).view_as(weight)
+
+
+def _q8_reference(weight: torch.Tensor) -> torch.Tensor:
+    groups = weight.view(weight.shape[0], -1, 32)
+    scale = groups.abs().amax(-1, keepdim=True) / 127
+    return ((groups / scale).round().clamp(-127, 127) * scale).view_as(weight)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])
+def test_group_kernels_equal_a_matmul_with_the_dequantized_weight(rows: int) -> None:
+    torch.manual_seed(rows)
+    weight, x = torch.randn(200, 96), torch.randn(rows, 96)
+    for packed, reference in ((quantize_q4(weight), _q4_reference), (quantize_q8(weight), _q8_reference)):
+        expected = x @ reference(weight).T
+        torch.testing.assert_close(packed.matmul(x), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_q4_repacks_a_q4_1_grid_without_loss() -> None:
+    torch.manual_seed(0)
+    q = torch.randint(0, 16, (64, 128)).float()
+    q[:, ::32], q[:, 1::32] = 0, 15  # as GGUF's quantizer: every group spans the whole range
+    scale, low = torch.rand(64, 4, 1) + 0.1, torch.randn(64, 4, 1)
+    weight = (q.view(64, 4, 32) * scale + low).view(64, 128)
+    x = torch.randn(2, 128)
+    torch.testing.assert_close(quantize_q4(weight).matmul(x), x @ weight.T, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(quantize_tinygemm_int4(weight).matmul(x), x @ weight.T, rtol=1e-4, atol=1e-3)
+
+
+def test_batch_adaptive_kernel_switches_to_dense_above_its_row_limit() -> None:
+    weight, bias = torch.randn(64, 64), torch.randn(64)
+    small = quantize_q4(weight)
+    kernel = BatchAdaptiveKernel(small.matmul, weight, bias, max_small_rows=2)
+    few, many = torch.randn(2, 64), torch.randn(3, 64)
+    torch.testing.assert_close(kernel(few), small.matmul(few) + bias)
+    torch.testing.assert_close(kernel(many), F.linear(many, weight, bias))
+
+
+def _torch_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    x32 = x.float()
+    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_norms_activation_and_rope_match_torch(dtype: torch.dtype) -> None:
+    torch.manual_seed(1)
+    tol = {"rtol": 0, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 2e-2}
+    x, residual = (torch.randn(5, 64, dtype=dtype) for _ in range(2))
+    weight = torch.randn(64, dtype=dtype)
+    out = torch.empty_like(x)
+    torch.ops.firebox.rms_norm(out, x, weight, 1e-6)
+    torch.testing.assert_close(out, _torch_rms_norm(x, weight, 1e-6), **tol)
+
+    expected_residual = residual + x
+    expected = _torch_rms_norm(expected_residual, weight, 1e-6)
+    torch.ops.firebox.fused_add_rms_norm(x, residual, weight, 1e-6)  # in place on both
+    torch.testing.assert_close(residual, expected_residual, **tol)
+    torch.testing.assert_close(x, expected, **tol)
+
+    gate_up = torch.randn(5, 128, dtype=dtype)
+    act = torch.empty(5, 64, dtype=dtype)
+    torch.ops.firebox.silu_and_mul(act, gate_up)
+    torch.testing.assert_close(act, F.silu(gate_up[:, :64]) * gate_up[:, 64:], **tol)
+
+    qkv = torch.randn(5, 9 + 3 + 3, 16, dtype=dtype)  # q, k, v heads of one fused projection
+    cos_sin = torch.randn(5, 16)
+    expected_q = apply_rotary(qkv[:, :9], cos_sin.to(dtype))
+    expected_k = apply_rotary(qkv[:, 9:12], cos_sin.to(dtype))
+    v_before = qkv[:, 12:].clone()
+    torch.ops.firebox.rotary_embedding(qkv[:, :9], qkv[:, 9:12], cos_sin)
+    torch.testing.assert_close(qkv[:, :9], expected_q, **tol)
+    torch.testing.assert_close(qkv[:, 9:12], expected_k, **tol)
+    assert torch.equal(qkv[:, 12:], v_before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_paged_attention_backend_matches_the_torch_reference(dtype: torch.dtype) -> None:
+    from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
+
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    heads, kv_heads, head_dim, block_size, num_blocks = 6, 2, 32, 4, 64
+    context_lens, query_lens = [9, 17, 0, 5, 0], [1, 1, 7, 4, 1]  # two decodes, then prefills
+    free = list(range(num_blocks))
+    rng.shuffle(free)
+    tables = [[free.pop() for _ in range(-(-(c + q) // block_size))] for c, q in zip(context_lens, query_lens)]
+    batch = AttentionBatch(query_lens, context_lens, tables, block_size, num_decodes=2)
+    num_tokens = sum(query_lens)
+    q = torch.randn(num_tokens, heads, head_dim, dtype=dtype)
+    k, v = (torch.randn(num_tokens, kv_heads, head_dim, dtype=dtype) for _ in range(2))
+    cache_ref = torch.randn(2, num_blocks, block_size, kv_heads, head_dim).to(dtype)
+    cache_native = cache_ref.clone()
+    ref, native = TorchAttentionBackend(), CpuPagedAttentionBackend()
+    expected = ref.forward(q, k, v, cache_ref, ref.build_metadata(batch, torch.device("cpu")), 0.2)
+    got = native.forward(q, k, v, cache_native, native.build_metadata(batch, torch.device("cpu")), 0.2)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(got, expected, **tol)
+    assert torch.equal(cache_native, cache_ref)  # the same k/v written to the same slots
+
+
+def test_layers_pick_the_native_ops_once_they_are_loaded() -> None:
+    from firebox.models.layers.norm import RMSNorm
+
+    assert has_native_op("rms_norm") and not has_native_op("no_such_op")
+    assert RMSNorm(8, 1e-6).native
