@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from firebox.api.errors import install_error_handlers
-from firebox.api.routes import chat, completions, health, models, tokenize
+from firebox.api.routes import chat, completions, health, models, responses, tokenize
 from firebox.api.state import AppState, Lifecycle, RateLimiter
 from firebox.config import ServerConfig
 from firebox.serving.auth import Authenticator, StaticKeyAuthenticator
@@ -22,6 +22,8 @@ from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
 from firebox.serving.records import CompletionCallback, RequestRecorder
 from firebox.serving.registry import ModelRegistry
+from firebox.serving.response_store import InMemoryResponseStore, ResponseStore
+from firebox.serving.responses import ResponsesService
 
 INFERENCE_PREFIXES = ("/v1", "/inference/v1")
 
@@ -60,10 +62,12 @@ def create_app(
     extra_routers: Sequence[APIRouter] = (),
     lifecycle: Lifecycle | None = None,
     rate_limiter: RateLimiter | None = None,
+    response_store: ResponseStore | None = None,
 ) -> FastAPI:
     """The app. `authenticator` defaults to the static keys of `config` (none: open access);
     `callbacks` get one `RequestRecord` per finished request; `extra_routers` (platform, metrics)
-    are mounted at the root; `lifecycle.is_draining` turns new inference requests into 503s."""
+    are mounted at the root; `lifecycle.is_draining` turns new inference requests into 503s;
+    `response_store` keeps stored responses (default: in memory, for as long as the app runs)."""
     if authenticator is None:
         authenticator = StaticKeyAuthenticator(config.api_keys if config else ())
     recorder = RequestRecorder(callbacks)
@@ -75,9 +79,10 @@ def create_app(
         completions=CompletionService(recorder),
         lifecycle=lifecycle or Lifecycle(),
         rate_limiter=rate_limiter,
+        responses=ResponsesService(recorder, response_store or InMemoryResponseStore()),
     )
     for prefix in INFERENCE_PREFIXES:
-        for router in (chat.router, completions.router, models.router, tokenize.router):
+        for router in (chat.router, completions.router, responses.router, models.router, tokenize.router):
             app.include_router(router, prefix=prefix)
     app.include_router(tokenize.router)
     app.include_router(health.router)

@@ -9,6 +9,7 @@ from firebox.serving.auth import Authenticator
 from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
 from firebox.serving.registry import ModelRegistry
+from firebox.serving.responses import ResponsesService
 
 
 @dataclass
@@ -34,3 +35,4 @@ class AppState:
     completions: CompletionService
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     rate_limiter: RateLimiter | None = None
+    responses: ResponsesService | None = None

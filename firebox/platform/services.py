@@ -14,6 +14,7 @@ from firebox.platform.db import Database
 from firebox.platform.keys import KeyStore
 from firebox.platform.prometheus import PlatformMetrics
 from firebox.platform.rate_limit import RateLimiter
+from firebox.platform.responses_store import SqlResponseStore
 from firebox.platform.usage import UsageRecorder
 from firebox.platform.usage_query import UsageQuery
 
@@ -28,6 +29,7 @@ class Platform:
     usage_query: UsageQuery
     rate_limiter: RateLimiter
     metrics: PlatformMetrics
+    responses: SqlResponseStore
 
     @classmethod
     def open(cls, data_dir: Path, database_url: str | None = None,
@@ -44,13 +46,14 @@ class Platform:
         return cls(database=database, accounts=accounts, keys=keys,
                    authenticator=DatabaseAuthenticator(keys, admin_keys), usage=usage,
                    usage_query=UsageQuery(database), rate_limiter=RateLimiter(),
-                   metrics=PlatformMetrics())
+                   metrics=PlatformMetrics(), responses=SqlResponseStore(database))
 
     def completion_callbacks(self) -> list[Callable[[Any], None]]:
         """What serving calls with each finished `RequestRecord`: usage row, metrics, token limit."""
         return [self.usage.record, self.metrics.observe_request, self.rate_limiter.observe_request]
 
     def close(self) -> None:
-        """Flush queued usage records, then release the database."""
+        """Flush queued usage records and stored-response writes, then release the database."""
         self.usage.close()
+        self.responses.close()
         self.database.close()

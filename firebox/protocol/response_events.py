@@ -1,0 +1,73 @@
+"""Responses API stream events, as the `openai` SDK types them (`types/responses/*_event.py`).
+
+Each is sent as `event: <type>` plus `data: <json>`; `sequence_number` counts from 0 per stream.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from firebox.protocol.common import ResponseModel
+from firebox.protocol.responses import OutputMessage, OutputText, ResponseObject
+
+
+class ResponseEvent(ResponseModel):
+    type: str
+    sequence_number: int
+
+
+class LifecycleEvent(ResponseEvent):
+    """response.created / in_progress / completed / incomplete / failed."""
+
+    type: Literal[
+        "response.created", "response.in_progress", "response.completed", "response.incomplete", "response.failed"
+    ]
+    response: ResponseObject
+
+
+class OutputItemEvent(ResponseEvent):
+    """response.output_item.added / done."""
+
+    type: Literal["response.output_item.added", "response.output_item.done"]
+    output_index: int = 0
+    item: OutputMessage
+
+
+class ContentPartEvent(ResponseEvent):
+    """response.content_part.added / done."""
+
+    type: Literal["response.content_part.added", "response.content_part.done"]
+    item_id: str
+    output_index: int = 0
+    content_index: int = 0
+    part: OutputText
+
+
+class DeltaTopLogprob(ResponseModel):
+    token: str
+    logprob: float
+
+
+class DeltaLogprob(ResponseModel):
+    token: str
+    logprob: float
+    top_logprobs: list[DeltaTopLogprob] = Field(default_factory=list)
+
+
+class _TextEvent(ResponseEvent):
+    item_id: str
+    output_index: int = 0
+    content_index: int = 0
+    logprobs: list[DeltaLogprob] = Field(default_factory=list)
+
+
+class TextDeltaEvent(_TextEvent):
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+    delta: str
+
+
+class TextDoneEvent(_TextEvent):
+    type: Literal["response.output_text.done"] = "response.output_text.done"
+    text: str

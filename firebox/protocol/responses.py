@@ -1,0 +1,307 @@
+"""Responses API: `POST /v1/responses` request, the response object and the list shapes.
+
+Shapes follow the `openai` SDK's `types/responses/` (`Response`, `ResponseUsage`,
+`ResponseOutputMessage`, `ResponseItemList`). Every top-level field the SDK's
+`client.responses.create` can send is declared, so none is an "unknown field": firebox implements
+it, or accepts only its neutral values and answers anything else with a 400 naming the field
+(`_NEUTRAL`). The sampling fields (and Fireworks' extensions) are the chat request's own.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+
+from firebox.protocol.common import RequestModel, ResponseModel, omitted_if_none
+from firebox.protocol.params import MAX_TOP_LOGPROBS, GenerationParams
+
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+Includable = Literal[
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+]
+ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
+
+
+class LenientModel(BaseModel):
+    """Input items and parts keep unknown keys, so that serving can name what it does not support
+    (an image part, a tool output) instead of a generic "extra inputs" error."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class InputContentPart(LenientModel):
+    type: str
+    text: str | None = None
+
+
+class InputItem(LenientModel):
+    """A message item (`{role, content}` with an optional `type: "message"`, or an earlier
+    assistant output message); any other item type is refused by serving."""
+
+    type: str = "message"
+    id: str | None = None
+    role: str | None = None
+    content: str | list[InputContentPart] | None = None
+    status: str | None = None
+    phase: str | None = None
+
+
+class TextFormat(RequestModel):
+    format: dict[str, Any] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _plain_text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value != {"type": "text"}:
+            raise ValueError('structured output is not supported; only {"type": "text"}')
+        return value
+
+    @field_validator("verbosity")
+    @classmethod
+    def _default_verbosity_only(cls, value: str | None) -> str | None:
+        if value not in (None, "medium"):
+            raise ValueError("verbosity controls are not supported; only 'medium'")
+        return value
+
+
+class StreamOptions(RequestModel):
+    include_obfuscation: bool | None = None
+
+
+def _is_neutral_reasoning(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("effort") in (None, "none") and value.get("summary") is None
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == [] or value == {}
+
+
+# field -> (test for the values that change nothing, why the rest are refused)
+_NEUTRAL: dict[str, tuple[Any, str]] = {
+    "tools": (_is_empty, "tool calling is not supported"),
+    "tool_choice": (lambda v: v in (None, "none", "auto"), "tool calling is not supported"),
+    "reasoning": (lambda v: v is None or _is_neutral_reasoning(v), "reasoning controls are not supported"),
+    "background": (lambda v: not v, "background responses are not supported"),
+    "conversation": (_is_empty, "conversations are not supported; use previous_response_id"),
+    "prompt": (_is_empty, "prompt templates are not supported"),
+    "access_programs": (_is_empty, "access programs are not supported"),
+    "background_options": (_is_empty, "background responses are not supported"),
+    "context_management": (_is_empty, "context management is not supported; use truncation"),
+    "image": (_is_empty, "image options are not supported"),
+    "moderation": (_is_empty, "moderation is not supported"),
+    "prompt_cache_options": (_is_empty, "prompt cache options are not supported"),
+    "prompt_cache_retention": (lambda v: v in (None, "in_memory"), "the prefix cache lives in memory only"),
+    "stream_options": (
+        lambda v: v is None or not v.include_obfuscation,
+        "stream obfuscation is not supported",
+    ),
+}
+
+
+def _reject_non_neutral(value: Any, info: ValidationInfo) -> Any:
+    is_neutral, why = _NEUTRAL[info.field_name]
+    if not is_neutral(value):
+        raise ValueError(f"'{info.field_name}' is not supported by firebox: {why}")
+    return value
+
+
+# fields a responses request shares with a chat request, declared exactly as chat declares them
+# (type, bounds, default); the sampling extensions (top_k, min_p, penalties, ...) come through
+# the openai SDK's `extra_body`
+CHAT_FIELDS = (
+    "temperature", "top_p", "top_k", "min_p", "typical_p", "frequency_penalty", "presence_penalty",
+    "repetition_penalty", "seed", "logit_bias", "stop", "ignore_eos", "metadata", "user", "service_tier",
+    "prompt_cache_key", "prompt_cache_isolation_key", "perf_metrics_in_response",
+)  # fmt: skip
+_CHAT_DECLARATIONS = {name: GenerationParams.model_fields[name] for name in CHAT_FIELDS}
+_ChatFields = create_model(
+    "_ChatFields", __base__=RequestModel, **{name: (f.annotation, f) for name, f in _CHAT_DECLARATIONS.items()}
+)
+
+
+class ResponseCreateRequest(_ChatFields):  # type: ignore[misc,valid-type]
+    model: str
+    input: str | list[InputItem]
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool | None = None  # None: true
+    stream: bool | None = None
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    include: list[Includable] | None = None
+    safety_identifier: Annotated[str, Field(max_length=128)] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    text: TextFormat | None = None
+    parallel_tool_calls: bool | None = None
+    max_tool_calls: Annotated[int, Field(ge=1)] | None = None
+
+    # declared so that they are known; only their neutral values pass (see `_NEUTRAL`)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    background: bool | None = None
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    access_programs: dict[str, Any] | None = None
+    background_options: dict[str, Any] | None = None
+    context_management: list[dict[str, Any]] | None = None
+    image: dict[str, Any] | None = None
+    moderation: dict[str, Any] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    stream_options: StreamOptions | None = None
+
+    _check_neutral = field_validator(*_NEUTRAL)(_reject_non_neutral)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_METADATA_PAIRS:
+            raise ValueError(f"at most {MAX_METADATA_PAIRS} metadata pairs")
+        for key, item in value.items():
+            if len(key) > MAX_METADATA_KEY or len(item) > MAX_METADATA_VALUE:
+                raise ValueError(
+                    f"metadata keys are at most {MAX_METADATA_KEY} characters, values at most {MAX_METADATA_VALUE}"
+                )
+        return value
+
+    @property
+    def wants_store(self) -> bool:
+        return self.store is not False
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return LOGPROBS_INCLUDE in (self.include or ())
+
+
+# --- the response object ---------------------------------------------------------------------------
+
+
+class TopLogprob(ResponseModel):
+    token: str
+    bytes: list[int]
+    logprob: float
+
+
+class OutputLogprob(ResponseModel):
+    token: str
+    bytes: list[int]
+    logprob: float
+    top_logprobs: list[TopLogprob]
+
+
+class OutputText(ResponseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    logprobs: list[OutputLogprob] = Field(default_factory=list)
+
+
+class OutputMessage(ResponseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    status: Literal["in_progress", "completed", "incomplete"]
+    content: list[OutputText]
+
+
+class InputTokensDetails(ResponseModel):
+    cached_tokens: int
+    cache_write_tokens: int = 0  # no explicit cache writes: prefix caching is automatic
+
+
+class OutputTokensDetails(ResponseModel):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(ResponseModel):
+    """OpenAI's names and Fireworks' chat-style names side by side."""
+
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class IncompleteDetails(ResponseModel):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+class ResponseError(ResponseModel):
+    code: str
+    message: str
+
+
+class ResponseObject(ResponseModel):
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: ResponseStatus
+    completed_at: int | None = None
+    background: bool = False
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    model: str
+    output: list[OutputMessage] = Field(default_factory=list)
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None = None
+    prompt_cache_key: str | None = None
+    reasoning: dict[str, Any] = Field(default_factory=lambda: {"effort": None, "summary": None})
+    safety_identifier: str | None = None
+    service_tier: str = "default"
+    store: bool = True
+    temperature: float | None = None
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}, "verbosity": "medium"})
+    tool_choice: str = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    top_logprobs: int | None = None
+    top_p: float | None = None
+    truncation: Literal["auto", "disabled"] = "disabled"
+    usage: ResponseUsage | None = None
+    user: str | None = None
+    perf_metrics: dict[str, Any] | None = omitted_if_none()
+
+
+# --- lists -----------------------------------------------------------------------------------------
+
+
+class ObjectList(ResponseModel):
+    """A page of a list: `GET /v1/responses` (stored responses, newest first unless `order=asc`)
+    and `GET /v1/responses/{id}/input_items` (OpenAI's `ResponseItemList`)."""
+
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class ResponseDeleted(ResponseModel):
+    """The `openai` SDK types no body for a delete; Fireworks answers a message. Both are here."""
+
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool = True
+    message: str
