@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import re
@@ -24,6 +25,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from firebox.api.app import create_app
 from firebox.api.state import Lifecycle
+from firebox.bench.cli import bench_app
 from firebox.config import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_SOURCE,
@@ -34,11 +36,13 @@ from firebox.config import (
     SchedulerConfig,
     ServerConfig,
 )
+from firebox.cli_catalog import add_deployments, catalog_engines, server_catalog
 from firebox.cli_keys import keys_app
 from firebox.serving.registry import ModelRegistry, split_model_name
 
 app = typer.Typer(help="firebox: a self-hostable, Fireworks-compatible inference server.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(bench_app, name="bench")
 logger = logging.getLogger("firebox")
 
 MIB = 1024 * 1024
@@ -81,8 +85,8 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
         raise typer.BadParameter(str(exc), param_hint="--model") from exc
 
 
-def build_server_config(models: list[str], opts: dict[str, Any]) -> ServerConfig:
-    """ServerConfig with one EngineConfig per `--model`; `opts` holds the engine flags."""
+def engine_defaults(opts: dict[str, Any]) -> EngineConfig:
+    """The engine flags (cache, scheduler, device) with the default model."""
     cache = CacheConfig(
         block_size=opts["block_size"],
         num_blocks=opts["num_kv_blocks"],
@@ -95,8 +99,15 @@ def build_server_config(models: list[str], opts: dict[str, Any]) -> ServerConfig
         max_waiting=opts["max_waiting"],
     )
     device = DeviceConfig(device=opts["device"], num_threads=opts["num_threads"])
+    return EngineConfig(cache=cache, scheduler=scheduler, device=device)
+
+
+def build_server_config(models: list[str], opts: dict[str, Any]) -> ServerConfig:
+    """ServerConfig with one EngineConfig per `--model` (or per serverless model of the catalog
+    `--config`); `opts` holds the engine flags."""
+    defaults = engine_defaults(opts)
     engines = []
-    for spec in models:
+    for spec in models if opts.get("catalog_file") is None else []:
         source, name = parse_model_spec(spec)
         model = ModelConfig(
             source=source,
@@ -105,7 +116,9 @@ def build_server_config(models: list[str], opts: dict[str, Any]) -> ServerConfig
             quantization=opts["quantization"],
             max_model_len=opts["max_model_len"],
         )
-        engines.append(EngineConfig(model=model, cache=cache, scheduler=scheduler, device=device))
+        engines.append(dataclasses.replace(defaults, model=model))
+    if opts.get("catalog_file") is not None:
+        engines.extend(catalog_engines(opts["catalog_file"], defaults))
     names = [e.model.name for e in engines]
     if len(set(names)) != len(names):
         raise typer.BadParameter(
@@ -113,8 +126,10 @@ def build_server_config(models: list[str], opts: dict[str, Any]) -> ServerConfig
         )
     extra: dict[str, Any] = {"data_dir": opts["data_dir"]} if opts["data_dir"] is not None else {}
     return ServerConfig(
-        host=opts["host"], port=opts["port"], api_keys=tuple(opts["api_keys"]), engines=tuple(engines), **extra
-    )
+        host=opts["host"], port=opts["port"], api_keys=tuple(opts["api_keys"]), engines=tuple(engines),
+        engine_process=opts.get("engine_process", True), catalog_path=opts.get("catalog_file"),
+        engine_defaults=defaults, **extra,
+    )  # fmt: skip
 
 
 # --- the serve command --------------------------------------------------------------------------
@@ -142,7 +157,7 @@ def serve(
     ] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length; default: the model's own.")] = None,
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16.")] = "auto",
-    quantization: Annotated[str, typer.Option(help="none | auto | int8 | int4 | dynamic-int8.")] = "none",
+    quantization: Annotated[str, typer.Option(help="none | auto | int4 | int8 (weight-only kernels for small steps).")] = "none",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     num_threads: Annotated[int | None, typer.Option(help="CPU threads for torch; default: all cores.")] = None,
     max_num_seqs: Annotated[int, typer.Option(help="Most requests running at once.")] = 64,
@@ -156,10 +171,20 @@ def serve(
     prefix_caching: Annotated[bool, typer.Option(help="Share KV blocks of common prefixes.")] = True,
     shutdown_grace: Annotated[float, typer.Option(help="Seconds running requests get to finish at shutdown.")] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
+    catalog_file: Annotated[
+        Path | None, typer.Option(
+            "--config", exists=True, dir_okay=False, help="TOML model catalog (models, deployments); replaces --model."
+        )
+    ] = None,
+    engine_process: Annotated[
+        bool, typer.Option(help="Run each engine in its own process (else on a thread of the server).")
+    ] = True,
 ) -> None:
     """Serve models over the Fireworks/OpenAI-compatible HTTP API."""
     opts = dict(locals())
     opts["api_keys"] = [k for k in api_key or [] if k]
+    if catalog_file is not None and model:
+        raise typer.BadParameter("give models either with --model or in the --config catalog, not both")
     try:
         config = build_server_config(model or [DEFAULT_MODEL_SOURCE], opts)
     except ValueError as exc:  # a config's own validation
@@ -175,6 +200,9 @@ def start_engines(config: ServerConfig, console: Console, engines: list[tuple[st
     """One engine per model, appended to `engines` as each starts (so a failure later still shuts
     the earlier ones down), with a progress bar per model while its weights load."""
     from firebox.engine.launch import start_engine  # torch and the loaders: only when serving
+
+    if config.engine_process:
+        from firebox.engine.process import start_process_engine as start_engine
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -223,17 +251,21 @@ def build_app(config: ServerConfig, engines: list[tuple[str, Any]], platform: An
     from firebox.api.routes.metrics import metrics_router
     from firebox.api.routes.usage import usage_router
 
+    catalog = server_catalog(config)
     registry = ModelRegistry()
     for name, engine in engines:
-        registry.add(name, engine)
+        entry = catalog.get(name)
+        registry.add(name, engine, public=entry.is_public if entry else None)
         platform.metrics.add_engine(name, lambda engine=engine: engine.stats)
+    deployments, deployment_routers = add_deployments(config, registry, platform)
     routers = [
         control_plane_router(platform.accounts, platform.keys, platform.authenticator),
         usage_router(platform.usage_query, platform.accounts, platform.authenticator),
         metrics_router(platform.metrics),
         dashboard_router(),
+        *deployment_routers,
     ]
-    return create_app(
+    app = create_app(
         registry,
         platform.authenticator,
         platform.completion_callbacks(),
@@ -241,7 +273,10 @@ def build_app(config: ServerConfig, engines: list[tuple[str, Any]], platform: An
         extra_routers=routers,
         lifecycle=lifecycle,
         rate_limiter=platform.rate_limiter,
+        response_store=platform.responses,
     )
+    app.state.deployments = deployments  # run_server starts and stops it on the serving loop
+    return app
 
 
 async def run_server(config: ServerConfig, shutdown_grace: float, log_level: str = "info") -> None:
@@ -249,11 +284,14 @@ async def run_server(config: ServerConfig, shutdown_grace: float, log_level: str
 
     console = Console(stderr=True)
     engines: list[tuple[str, Any]] = []
+    deployments = None
     platform = Platform.open(config.data_dir, config.database_url, admin_keys=config.api_keys)
     try:
         start_engines(config, console, engines)
         lifecycle = Lifecycle()
         app = build_app(config, engines, platform, lifecycle)
+        deployments = app.state.deployments
+        await deployments.start()
         uv_config = uvicorn.Config(
             app,
             host=config.host,
@@ -264,6 +302,8 @@ async def run_server(config: ServerConfig, shutdown_grace: float, log_level: str
         log_startup(console, config, engines, platform.authenticator.is_open())
         await DrainingServer(uv_config, lifecycle).serve()
     finally:
+        if deployments is not None:
+            await deployments.close()
         await shutdown_engines(engines)
         platform.close()
 

@@ -19,7 +19,7 @@ DEFAULT_MODEL_NAME = f"accounts/{DEFAULT_ACCOUNT}/models/{DEFAULT_MODEL_ID}"
 DEFAULT_MODEL_SOURCE = "default"
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-_QUANTIZATIONS = ("auto", "none", "int8", "int4", "dynamic-int8")
+_QUANTIZATIONS = ("none", "auto", "int4", "int8")
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class ModelConfig:
     `bfloat16` or `float16`."""
 
     quantization: str = "none"
-    """Weight kernel for linear layers: `none`, `auto` (picked from the CPU), `int8`, `int4` or
-    `dynamic-int8`."""
+    """Weight kernel of linear layers for small steps: `none` (dense), `auto` (as the checkpoint is
+    quantized, on CPU), `int4` or `int8` (see engine/runner/weight_kernels.py)."""
 
     max_model_len: int | None = None
     """Context length in tokens; `None` takes the model's own."""
@@ -102,6 +102,13 @@ class DeviceConfig:
     num_threads: int | None = None
     """CPU threads for torch; `None` uses every core."""
 
+    attention_backend: str = "auto"
+    """`auto` (firebox's native paged kernel on CPU when it compiles, else torch), `native` or `torch`."""
+
+    def __post_init__(self) -> None:
+        if self.attention_backend not in ("auto", "native", "torch"):
+            raise ValueError(f"attention_backend must be auto, native or torch, got {self.attention_backend!r}")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -116,6 +123,34 @@ class EngineConfig:
 
     device: DeviceConfig = field(default_factory=DeviceConfig)
     """Where to run."""
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    cold_start_timeout_s: float = 300.0
+    """How long a request to a deployment with no ready replica waits for one before a 503."""
+
+    replica_start_timeout_s: float = 600.0
+    """How long a replica may take to load its model before it counts as failed."""
+
+    replica_stop_timeout_s: float = 10.0
+    """How long a stopping replica gets to exit before it is killed."""
+
+    prefix_affinity_tokens: int = 32
+    """Leading prompt tokens that send requests without an affinity key to the same replica."""
+
+    affinity_slack: int = 4
+    """In-flight requests the affine replica may carry beyond the least loaded one before the
+    router sends the request to the least loaded one instead."""
+
+    restart_backoff_s: float = 1.0
+    """First wait before retrying a replica that failed to start; doubles up to 30 s."""
+
+    def __post_init__(self) -> None:
+        if min(self.cold_start_timeout_s, self.replica_start_timeout_s, self.replica_stop_timeout_s) <= 0:
+            raise ValueError("deployment timeouts must be positive")
+        if self.prefix_affinity_tokens < 1 or self.affinity_slack < 0 or self.restart_backoff_s <= 0:
+            raise ValueError("prefix_affinity_tokens must be >= 1, affinity_slack >= 0, restart_backoff_s > 0")
 
 
 def _default_data_dir() -> Path:
@@ -141,3 +176,16 @@ class ServerConfig:
 
     engines: tuple[EngineConfig, ...] = (EngineConfig(),)
     """One engine per served model."""
+
+    engine_process: bool = True
+    """Run each engine core in its own process (`ProcessEngine`); else on a thread of the server."""
+
+    catalog_path: Path | None = None
+    """The TOML model catalog `engines` came from (it adds deployment-only models and the
+    deployments to create at start); `None`: the `--model` flags."""
+
+    engine_defaults: EngineConfig = field(default_factory=EngineConfig)
+    """Cache, scheduler and device settings of engines started later (deployment replicas)."""
+
+    deployments: DeploymentConfig = field(default_factory=DeploymentConfig)
+    """Replica routing, cold starts and restarts."""

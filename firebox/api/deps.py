@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 CACHE_ISOLATION_HEADER = "x-prompt-cache-isolation-key"
+SESSION_AFFINITY_HEADER = "x-session-affinity"
 
 
 def app_state(request: Request) -> AppState:
@@ -78,6 +79,7 @@ def inference_context(endpoint: str) -> Callable[[Request], Awaitable[RequestCon
             arrival_time=arrival_time(request),
             created=int(time.time()),
             cache_isolation_key=request.headers.get(CACHE_ISOLATION_HEADER),
+            session_affinity=request.headers.get(SESSION_AFFINITY_HEADER),
         )
 
     return dependency
@@ -94,16 +96,19 @@ def check_rate_limit(request: Request, principal: Principal) -> None:
     request.state.extra_headers = dict(decision.headers)
 
 
-def may_use(principal: Principal | None, account_id: str) -> bool:
-    """Models of the default account are public; others only for their own account (or admins)."""
-    if account_id == DEFAULT_ACCOUNT:
+def may_use(principal: Principal | None, account_id: str, is_public: bool | None = None) -> bool:
+    """Public models for everyone (`is_public` None: the default account's are public); others
+    only for their own account (or admins)."""
+    public = account_id == DEFAULT_ACCOUNT if is_public is None else is_public
+    if public:
         return True
     return principal is not None and (principal.is_admin or principal.account_id == account_id)
 
 
 def resolve_model(request: Request, name: str) -> ModelHandle:
-    """The handle of `name`; another account's private model is reported as not found (404)."""
+    """The handle of `name`; another account's private model or deployment is reported as not
+    found (404)."""
     handle = app_state(request).registry.resolve(name)
-    if not may_use(getattr(request.state, "principal", None), handle.model.account_id):
+    if not may_use(getattr(request.state, "principal", None), handle.account_id, handle.is_public):
         raise ModelNotFoundError(name)
     return handle

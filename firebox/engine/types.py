@@ -97,6 +97,7 @@ class EngineRequest:
     arrival_time: float  # time.monotonic() when the API received the request
     priority: int = 0  # lower runs first; FCFS among equals
     cache_salt: str | None = None  # prompt_cache_isolation_key: no prefix-cache sharing across salts
+    affinity_key: str | None = None  # routing hint: requests with the same key prefer the same replica
 
 
 class FinishReason(enum.StrEnum):

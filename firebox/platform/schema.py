@@ -82,3 +82,49 @@ class UsageRow(Base):
     end_user: Mapped[str | None] = mapped_column(String(256), nullable=True)
     request_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
     created: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ResponseRow(Base):
+    """A stored response of the Responses API: its JSON body and every input item the model saw
+    (earlier turns' inputs and outputs included), so a continuation needs only this row."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_account_seq", "account_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    """Insertion order: lists and their `after` cursors page by it."""
+    response_id: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[str] = mapped_column(String(63))
+    previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))
+    created: Mapped[datetime] = mapped_column(DateTime())
+    updated: Mapped[datetime] = mapped_column(DateTime())
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+
+class DeploymentRow(Base):
+    """An on-demand deployment: what was asked for (replica bounds, autoscaling policy) and its
+    lifecycle state. Live figures (replicas running, ready) are the replica manager's, not stored."""
+
+    __tablename__ = "deployments"
+
+    account_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(256))
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    min_replica_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_replica_count: Mapped[int] = mapped_column(Integer, default=1)
+    desired_replica_count: Mapped[int] = mapped_column(Integer, default=0)
+    """The replica count the manager works towards; restored after a restart."""
+    max_context_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    autoscaling_policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The control plane's `autoscalingPolicy` object, camelCase, as normalized at create/patch."""
+    state: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[str] = mapped_column(String(32), default="OK")
+    status_message: Mapped[str] = mapped_column(String(1024), default="")
+    create_time: Mapped[datetime] = mapped_column(DateTime())
+    update_time: Mapped[datetime] = mapped_column(DateTime())
+    delete_time: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)

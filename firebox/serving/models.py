@@ -17,9 +17,9 @@ def model_card(served: ServedModel) -> ModelCard:
     )
 
 
-def list_models(registry: ModelRegistry, visible: Callable[[str], bool]) -> ModelList:
-    """The models whose account `visible` accepts."""
-    return ModelList(data=[model_card(served) for served in registry if visible(served.account_id)])
+def list_models(registry: ModelRegistry, visible: Callable[[str, bool], bool]) -> ModelList:
+    """The models that `visible(account, is_public)` accepts."""
+    return ModelList(data=[model_card(served) for served in registry if visible(served.account_id, served.is_public)])
 
 
 def get_model(handle: ModelHandle) -> ModelCard:

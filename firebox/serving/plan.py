@@ -94,6 +94,7 @@ def _engine_request(
         arrival_time=ctx.arrival_time,
         priority=PRIORITY_TIER if req.service_tier == "priority" else 0,
         cache_salt=req.prompt_cache_isolation_key or ctx.cache_isolation_key,
+        affinity_key=req.prompt_cache_key or ctx.session_affinity or req.user,
     )
 
 

@@ -27,6 +27,7 @@ class RequestContext:
     arrival_time: float  # time.monotonic() when the request arrived
     created: int  # unix seconds, the `created` of the response
     cache_isolation_key: str | None = None  # x-prompt-cache-isolation-key header
+    session_affinity: str | None = None  # x-session-affinity header: same key, same replica
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,25 @@
 """Served models by name, and the resolve step from a request's `model` string to an engine.
 
 Names are `accounts/<account>/models/<id>`; a bare `<id>` resolves in the default account.
-Deployment names (`accounts/<a>/deployments/<id>`, `<model>#<deployment>`) are a later addition:
-another module registers a `NameResolver` with `add_resolver`, and the routes, which only ever
-call `resolve`, stay as they are.
+Deployment names (`accounts/<a>/deployments/<id>`, `<model>#<deployment>`) are resolved by the
+`NameResolver` that `serving/deployments/names.py` registers with `add_resolver`; the routes only
+ever call `resolve`.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from firebox.config import DEFAULT_ACCOUNT
 from firebox.engine.types import EngineClient
 from firebox.serving.errors import ModelNotFoundError
 
 _FULL_NAME = re.compile(r"accounts/(?P<account>[^/#]+)/models/(?P<model_id>[^/#]+)")
+_DEPLOYMENT_NAME = re.compile(r"accounts/(?P<account>[^/#]+)/deployments/(?P<deployment_id>[^/#]+)")
 
 
 def split_model_name(name: str) -> tuple[str, str]:
@@ -29,15 +30,26 @@ def split_model_name(name: str) -> tuple[str, str]:
     return match["account"], match["model_id"]
 
 
+def split_deployment_name(name: str) -> tuple[str, str] | None:
+    """(account, deployment id) of `accounts/<account>/deployments/<id>`; None for anything else."""
+    match = _DEPLOYMENT_NAME.fullmatch(name)
+    return None if match is None else (match["account"], match["deployment_id"])
+
+
 @dataclass(frozen=True, slots=True)
 class ServedModel:
     name: str  # accounts/<account>/models/<id>
     engine: EngineClient
     created: int = field(default_factory=lambda: int(time.time()))
+    public: bool | None = None  # usable by every account; None: only in the default account
 
     @property
     def account_id(self) -> str:
         return split_model_name(self.name)[0]
+
+    @property
+    def is_public(self) -> bool:
+        return self.account_id == DEFAULT_ACCOUNT if self.public is None else self.public
 
     @property
     def model_id(self) -> str:
@@ -50,11 +62,23 @@ class ModelHandle:
 
     name: str  # the name responses carry in `model`
     model: ServedModel
-    deployment: str | None = None
+    deployment: str | None = None  # accounts/<a>/deployments/<id>
+    route_metrics: Callable[[], dict[str, Any]] | None = None  # perf metrics of the route (replica, cold start)
 
     @property
     def engine(self) -> EngineClient:
         return self.model.engine
+
+    @property
+    def account_id(self) -> str:
+        """The account whose keys may use it: the deployment's, else the model's."""
+        owner = split_deployment_name(self.deployment) if self.deployment else None
+        return owner[0] if owner else self.model.account_id
+
+    @property
+    def is_public(self) -> bool:
+        """Deployments are private to their account; models may be public."""
+        return self.deployment is None and self.model.is_public
 
 
 class NameResolver(Protocol):
@@ -69,12 +93,12 @@ class ModelRegistry:
         self._models: dict[str, ServedModel] = {}
         self._resolvers: list[NameResolver] = []
 
-    def add(self, name: str, engine: EngineClient) -> ServedModel:
+    def add(self, name: str, engine: EngineClient, public: bool | None = None) -> ServedModel:
         full_name = self.full_name(name)
         split_model_name(full_name)  # validates
         if full_name in self._models:
             raise ValueError(f"model {full_name!r} is already served")
-        served = ServedModel(full_name, engine)
+        served = ServedModel(full_name, engine, public=public)
         self._models[full_name] = served
         return served
 

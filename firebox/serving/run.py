@@ -87,7 +87,9 @@ class GenerationRun:
 
     def perf_metrics(self) -> dict[str, Any]:
         end = self.end_time() if self.finished else None
-        return perf_metrics(self.choices, self.info.ctx.arrival_time, self.info.submitted, end)
+        metrics = perf_metrics(self.choices, self.info.ctx.arrival_time, self.info.submitted, end)
+        route_metrics = self.info.handle.route_metrics
+        return metrics if route_metrics is None else {**metrics, **route_metrics()}
 
     def meta(self) -> ServeMeta:
         return ServeMeta(self.info.ctx.request_id, self.info.sampling_options, self.perf_metrics())

@@ -126,6 +126,9 @@ FAKE_LAUNCH = textwrap.dedent(
     launch = types.ModuleType("firebox.engine.launch")
     launch.start_engine = start_engine
     sys.modules["firebox.engine.launch"] = launch
+    process = types.ModuleType("firebox.engine.process")  # --engine-process, the default
+    process.start_process_engine = start_engine
+    sys.modules["firebox.engine.process"] = process
     from firebox.cli import main
     sys.argv = ["firebox", "serve"] + sys.argv[1:]
     main()

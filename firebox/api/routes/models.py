@@ -15,7 +15,8 @@ router = APIRouter(tags=["models"], dependencies=[Depends(authenticate)])
 @router.get("/models")
 async def list_served_models(request: Request) -> Response:
     principal = request.state.principal
-    return json_response(list_models(app_state(request).registry, lambda account: may_use(principal, account)))
+    registry = app_state(request).registry
+    return json_response(list_models(registry, lambda account, public: may_use(principal, account, public)))
 
 
 @router.get("/models/{name:path}")

@@ -1,0 +1,50 @@
+"""The model catalog and the deployments control plane, wired for `firebox serve` (cli.py).
+
+`--config FILE` names a TOML catalog (firebox/catalog.py): its serverless models become the
+shared pool's engines; deployment-only models and every deployment run on replicas that
+`LocalProcessBackend` starts as engine processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+
+from firebox.catalog import Catalog, catalog_from_engines, load_catalog
+from firebox.config import EngineConfig, ServerConfig
+from firebox.serving.registry import ModelRegistry
+
+
+def catalog_engines(path: Path, base: EngineConfig) -> tuple[EngineConfig, ...]:
+    """The engines of the catalog's serverless models, with the command line's engine settings."""
+    return tuple(m.engine_config(base) for m in load_catalog(path).models if m.serverless)
+
+
+def server_catalog(config: ServerConfig) -> Catalog:
+    return load_catalog(config.catalog_path) if config.catalog_path else catalog_from_engines(config.engines)
+
+
+def add_deployments(config: ServerConfig, registry: ModelRegistry, platform: Any,
+                    backend: Any = None) -> tuple[Any, list[APIRouter]]:
+    """The `DeploymentControl` (start it on the server's loop, close it at shutdown), with its
+    resolver registered and its routers (deployments, catalog models) to mount. `backend`
+    defaults to local engine processes."""
+    from firebox.api.routes.deployments import deployments_router
+    from firebox.api.routes.model_catalog import model_catalog_router
+    from firebox.platform.deployments import DeploymentStore
+    from firebox.serving.deployments.catalog_models import CatalogModels
+    from firebox.serving.deployments.control import DeploymentControl
+    from firebox.serving.deployments.local_backend import LocalProcessBackend
+    from firebox.serving.deployments.names import DeploymentResolver
+
+    settings = config.deployments
+    backend = backend or LocalProcessBackend(start_timeout_s=settings.replica_start_timeout_s,
+                                             stop_timeout_s=settings.replica_stop_timeout_s)
+    models = CatalogModels(server_catalog(config), config.engine_defaults, registry)
+    control = DeploymentControl(DeploymentStore(platform.database), models, backend, settings)
+    registry.add_resolver(DeploymentResolver(control.manager))
+    routers = [deployments_router(control, platform.authenticator),
+               model_catalog_router(control, platform.authenticator)]
+    return control, routers
