@@ -28,8 +28,8 @@ SOURCES = ("paged_attention.cpp", "group_gemv.cpp", "layer_ops.cpp")
 
 def _build_name() -> str:
     digest = hashlib.sha256()
-    for name in SOURCES:
-        digest.update((CSRC / name).read_bytes())
+    for path in sorted(CSRC.iterdir()):  # sources and headers
+        digest.update(path.read_bytes())
     digest.update(" ".join(sorted(cpu_flags())).encode())
     digest.update(torch.__version__.encode())
     return f"firebox_native_{digest.hexdigest()[:16]}"

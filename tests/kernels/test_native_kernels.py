@@ -103,28 +103,35 @@ def test_norms_activation_and_rope_match_torch(dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_paged_attention_backend_matches_the_torch_reference(dtype: torch.dtype) -> None:
+@pytest.mark.parametrize(("block_size", "head_dim"), [(4, 32), (16, 64)])  # generic and fixed-size paths
+def test_paged_attention_backend_matches_the_torch_reference(dtype: torch.dtype, block_size: int, head_dim: int) -> None:
+    """Two steps on each backend from empty pools, each in its own KV layout: fresh prompts and a
+    chunk, then decodes with a continued chunk and a one-token prompt."""
     from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
 
     rng = random.Random(0)
     torch.manual_seed(0)
-    heads, kv_heads, head_dim, block_size, num_blocks = 6, 2, 32, 4, 64
-    context_lens, query_lens = [9, 17, 0, 5, 0], [1, 1, 7, 4, 1]  # two decodes, then prefills
+    heads, kv_heads, num_blocks = 6, 2, 64
     free = list(range(num_blocks))
     rng.shuffle(free)
-    tables = [[free.pop() for _ in range(-(-(c + q) // block_size))] for c, q in zip(context_lens, query_lens)]
-    batch = AttentionBatch(query_lens, context_lens, tables, block_size, num_decodes=2)
-    num_tokens = sum(query_lens)
-    q = torch.randn(num_tokens, heads, head_dim, dtype=dtype)
-    k, v = (torch.randn(num_tokens, kv_heads, head_dim, dtype=dtype) for _ in range(2))
-    cache_ref = torch.randn(2, num_blocks, block_size, kv_heads, head_dim).to(dtype)
-    cache_native = cache_ref.clone()
-    ref, native = TorchAttentionBackend(), CpuPagedAttentionBackend()
-    expected = ref.forward(q, k, v, cache_ref, ref.build_metadata(batch, torch.device("cpu")), 0.2)
-    got = native.forward(q, k, v, cache_native, native.build_metadata(batch, torch.device("cpu")), 0.2)
+    tables = [[free.pop() for _ in range(-(-40 // block_size))] for _ in range(4)]
+    steps = [  # (context_lens, query_lens, request indices, num_decodes)
+        ([0, 0, 0], [9, 17, 6], [0, 1, 2], 0),
+        ([9, 17, 6, 0], [1, 1, 5, 1], [0, 1, 2, 3], 2),
+    ]
+    backends = (TorchAttentionBackend(), CpuPagedAttentionBackend())
+    caches = [torch.zeros(b.kv_cache_shape(num_blocks, block_size, kv_heads, head_dim), dtype=dtype) for b in backends]
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
-    torch.testing.assert_close(got, expected, **tol)
-    assert torch.equal(cache_native, cache_ref)  # the same k/v written to the same slots
+    for context_lens, query_lens, rows, num_decodes in steps:
+        batch = AttentionBatch(query_lens, context_lens, [tables[r] for r in rows], block_size, num_decodes)
+        num_tokens = sum(query_lens)
+        q = torch.randn(num_tokens, heads, head_dim, dtype=dtype)
+        k, v = (torch.randn(num_tokens, kv_heads, head_dim, dtype=dtype) for _ in range(2))
+        expected, got = (
+            b.forward(q, k, v, cache, b.build_metadata(batch, torch.device("cpu")), 0.2)
+            for b, cache in zip(backends, caches)
+        )
+        torch.testing.assert_close(got, expected, **tol)
 
 
 def test_layers_pick_the_native_ops_once_they_are_loaded() -> None:

@@ -81,7 +81,9 @@ class ModelRunner:
         return model.eval()
 
     def _allocate_kv_caches(self, num_blocks: int) -> list[torch.Tensor]:
-        shape = (2, num_blocks, self.block_size, self.arch.num_key_value_heads, self.arch.head_dim)
+        shape = self.attn_backend.kv_cache_shape(
+            num_blocks, self.block_size, self.arch.num_key_value_heads, self.arch.head_dim
+        )
         return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.arch.num_hidden_layers)]
 
     @torch.inference_mode()

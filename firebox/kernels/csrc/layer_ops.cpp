@@ -6,11 +6,12 @@
 //   fused_add_rms_norm(x, residual, w, eps) residual += x; x = w * residual / rms(residual)
 //   silu_and_mul(out, x)                    out = silu(x[:, :I]) * x[:, I:]
 //   rotary_embedding(q, k, cos_sin)         rotate-half RoPE on q and k in place (strided views)
-//   write_kv(k, v, k_pool, v_pool, slots)   k_pool[slots[t]] = k[t]; v_pool[slots[t]] = v[t]
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include "simd_math.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -79,7 +80,7 @@ void silu_mul_row(T* out, const T* gate, const T* up, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float g = static_cast<float>(gate[i]);
-    const T silu = static_cast<T>(g / (1.f + std::exp(-g)));
+    const T silu = static_cast<T>(g / (1.f + fast_exp(-g)));
     out[i] = static_cast<T>(static_cast<float>(silu) * static_cast<float>(up[i]));
   }
 }
@@ -130,24 +131,6 @@ void rotary_embedding(at::Tensor q, at::Tensor k, at::Tensor cos_sin) {
   });
 }
 
-void write_kv(at::Tensor k, at::Tensor v, at::Tensor k_pool, at::Tensor v_pool, at::Tensor slots) {
-  TORCH_CHECK(k.dim() == 3 && v.dim() == 3 && k.stride(2) == 1 && v.stride(2) == 1 &&
-              k.stride(1) == k.size(2) && v.stride(1) == v.size(2), "k, v: [tokens, kv_heads, dim], rows contiguous");
-  TORCH_CHECK(k_pool.is_contiguous() && v_pool.is_contiguous() && k.scalar_type() == k_pool.scalar_type() &&
-              v.scalar_type() == v_pool.scalar_type(), "pools: contiguous, same dtype as k and v");
-  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.numel() == k.size(0), "one int64 slot per token");
-  const int64_t row = k.size(1) * k.size(2), element = k.element_size();
-  const int64_t* sp = slots.data_ptr<int64_t>();
-  char* kp = static_cast<char*>(k_pool.data_ptr());
-  char* vp = static_cast<char*>(v_pool.data_ptr());
-  const char* ks = static_cast<const char*>(k.data_ptr());
-  const char* vs = static_cast<const char*>(v.data_ptr());
-  for (int64_t t = 0; t < k.size(0); ++t) {
-    std::memcpy(kp + sp[t] * row * element, ks + t * k.stride(0) * element, row * element);
-    std::memcpy(vp + sp[t] * row * element, vs + t * v.stride(0) * element, row * element);
-  }
-}
-
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(firebox, m) {
@@ -155,7 +138,6 @@ TORCH_LIBRARY_FRAGMENT(firebox, m) {
   m.def("fused_add_rms_norm(Tensor(a!) x, Tensor(b!) residual, Tensor weight, float eps) -> ()");
   m.def("silu_and_mul(Tensor(a!) out, Tensor x) -> ()");
   m.def("rotary_embedding(Tensor(a!) q, Tensor(b!) k, Tensor cos_sin) -> ()");
-  m.def("write_kv(Tensor k, Tensor v, Tensor(a!) k_pool, Tensor(b!) v_pool, Tensor slots) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(firebox, CPU, m) {
@@ -163,5 +145,4 @@ TORCH_LIBRARY_IMPL(firebox, CPU, m) {
   m.impl("fused_add_rms_norm", &fused_add_rms_norm);
   m.impl("silu_and_mul", &silu_and_mul);
   m.impl("rotary_embedding", &rotary_embedding);
-  m.impl("write_kv", &write_kv);
 }

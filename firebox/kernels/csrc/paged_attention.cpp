@@ -1,95 +1,87 @@
 // Paged attention for CPU: every query token attends to its request's KV, read in place from the
-// block pool (no gather copy). One work item per (query token, KV head): the group of query heads
-// that share a KV head is processed together so that each key and value row is loaded once.
+// block pool (no gather copy). One work item per (query token, KV head); the query heads that
+// share a KV head are processed together so that each key and value block is loaded once.
 //
-// Layout (as firebox/engine/runner/attention/backend.py documents):
-//   q          [num_tokens, num_heads, head_dim]          fp32 or bf16
-//   k_pool     [num_slots, num_kv_heads, head_dim]        fp32 or bf16 (a view of the block pool)
-//   v_pool     [num_slots, num_kv_heads, head_dim]
-//   slot_table [num_rows, max_len] int64: flat slot of each position of each request's context
-//   token_row  [num_tokens] int64: which row of slot_table a query token reads
-//   kv_len     [num_tokens] int64: how many positions that query token may see (causal bound)
-//   out        [num_tokens, num_heads, head_dim]          same dtype as q
+// Layout of one layer's pool (firebox/engine/runner/attention/cpu_paged.py allocates it):
+//   k_pool [num_blocks, num_kv_heads, head_dim, block_size]   keys transposed within a block, so
+//          that the scores of a block's tokens are computed lane-parallel, with no horizontal sums
+//   v_pool [num_blocks, num_kv_heads, block_size, head_dim]
+//   q          [num_tokens, num_heads, head_dim]     (token rows may be strided)
+//   block_table[num_rows, max_blocks] int64          block ids of each request
+//   token_row  [num_tokens] int64                    which row of block_table a query token reads
+//   kv_len     [num_tokens] int64                    positions that query token may see (causal)
+//   out        [num_tokens, num_heads, head_dim]     contiguous
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
+#include "simd_math.h"
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
+#include <cstring>
 #include <vector>
 
 namespace {
 
-using Vec = at::vec::Vectorized<float>;
-
-template <typename T>
-inline void load_row(const T* src, float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
-}
-
-template <>
-inline void load_row<float>(const float* src, float* dst, int64_t n) {
-  std::copy(src, src + n, dst);
-}
-
-inline float dot(const float* a, const float* b, int64_t n) {
-  int64_t i = 0;
-  Vec acc(0.f);
-  for (; i + Vec::size() <= n; i += Vec::size()) {
-    acc = at::vec::fmadd(Vec::loadu(a + i), Vec::loadu(b + i), acc);
-  }
-  float sum = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, acc);
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-inline void axpy(float alpha, const float* x, float* y, int64_t n) {
-  int64_t i = 0;
-  Vec a(alpha);
-  for (; i + Vec::size() <= n; i += Vec::size()) {
-    at::vec::fmadd(a, Vec::loadu(x + i), Vec::loadu(y + i)).store(y + i);
-  }
-  for (; i < n; ++i) y[i] += alpha * x[i];
-}
-
-template <typename T>
-void attend_one(
-    const T* q_tok,        // [num_heads, head_dim] of this token
-    const T* k_pool, const T* v_pool,
-    const int64_t* slots,  // [len]
-    int64_t len, int64_t kv_head, int64_t group, int64_t num_kv_heads, int64_t head_dim,
-    float scale, T* out_tok, std::vector<float>& buf) {
-  // buf: q (group*D) | k or v row (D) | scores (group*len) | acc (group*D)
-  const int64_t D = head_dim;
-  buf.resize(group * D + D + group * len + group * D);
-  float* q = buf.data();
-  float* row = q + group * D;
-  float* scores = row + D;
-  float* acc = scores + group * len;
-  for (int64_t g = 0; g < group; ++g) {
-    load_row(q_tok + (kv_head * group + g) * D, q + g * D, D);
-  }
+// p = softmax(s[:len]) in place.
+inline void softmax_inplace(float* s, int64_t len) {
+  float mx = s[0];
+#pragma omp simd reduction(max : mx)
+  for (int64_t t = 0; t < len; ++t) mx = s[t] > mx ? s[t] : mx;
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
   for (int64_t t = 0; t < len; ++t) {
-    load_row(k_pool + (slots[t] * num_kv_heads + kv_head) * D, row, D);
-    for (int64_t g = 0; g < group; ++g) scores[g * len + t] = dot(q + g * D, row, D) * scale;
+    s[t] = fast_exp(s[t] - mx);
+    sum += s[t];
   }
-  for (int64_t g = 0; g < group; ++g) {
-    float* s = scores + g * len;
-    float mx = *std::max_element(s, s + len);
-    float sum = 0.f;
-    for (int64_t t = 0; t < len; ++t) {
-      s[t] = std::exp(s[t] - mx);
-      sum += s[t];
+  const float inv = 1.f / sum;
+#pragma omp simd
+  for (int64_t t = 0; t < len; ++t) s[t] *= inv;
+}
+
+template <typename T>
+void attend_one(const T* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t len,
+                int64_t kv_head, int64_t group, int64_t num_kv_heads, int64_t head_dim, int64_t block_size,
+                float scale, T* out_tok, std::vector<float>& buf) {
+  const int64_t D = head_dim, BS = block_size;
+  const int64_t num_blocks = (len + BS - 1) / BS, padded = num_blocks * BS;
+  buf.resize(group * D + group * padded + group * D);
+  float* q = buf.data();             // [group, D], pre-scaled
+  float* scores = q + group * D;     // [group, padded]
+  float* acc = scores + group * padded;  // [group, D]
+  for (int64_t g = 0; g < group; ++g)
+    for (int64_t i = 0; i < D; ++i) q[g * D + i] = static_cast<float>(q_tok[(kv_head * group + g) * D + i]) * scale;
+
+  // scores[g, t] = q_g . k_t, a block of tokens at a time across SIMD lanes
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const T* kt = k_pool + (blocks[b] * num_kv_heads + kv_head) * D * BS;  // [D, BS]
+    for (int64_t g = 0; g < group; ++g) {
+      float* s = scores + g * padded + b * BS;
+#pragma omp simd
+      for (int64_t t = 0; t < BS; ++t) s[t] = 0.f;
+      for (int64_t d = 0; d < D; ++d) {
+        const float qd = q[g * D + d];
+        const T* row = kt + d * BS;
+#pragma omp simd
+        for (int64_t t = 0; t < BS; ++t) s[t] += qd * static_cast<float>(row[t]);
+      }
     }
-    float inv = 1.f / sum;
-    for (int64_t t = 0; t < len; ++t) s[t] *= inv;
   }
+  for (int64_t g = 0; g < group; ++g) softmax_inplace(scores + g * padded, len);
+  // acc[g] = sum_t p[g, t] * v_t
   std::fill(acc, acc + group * D, 0.f);
-  for (int64_t t = 0; t < len; ++t) {
-    load_row(v_pool + (slots[t] * num_kv_heads + kv_head) * D, row, D);
-    for (int64_t g = 0; g < group; ++g) axpy(scores[g * len + t], row, acc + g * D, D);
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const T* vb = v_pool + (blocks[b] * num_kv_heads + kv_head) * BS * D;  // [BS, D]
+    const int64_t n = std::min(BS, len - b * BS);
+    for (int64_t t = 0; t < n; ++t) {
+      const T* row = vb + t * D;
+      for (int64_t g = 0; g < group; ++g) {
+        const float p = scores[g * padded + b * BS + t];
+        float* a = acc + g * D;
+#pragma omp simd
+        for (int64_t i = 0; i < D; ++i) a[i] += p * static_cast<float>(row[i]);
+      }
+    }
   }
   for (int64_t g = 0; g < group; ++g) {
     T* o = out_tok + (kv_head * group + g) * D;
@@ -97,46 +89,149 @@ void attend_one(
   }
 }
 
-template <typename T>
-void paged_attention_impl(
-    const at::Tensor& out, const at::Tensor& q, const at::Tensor& k_pool, const at::Tensor& v_pool,
-    const at::Tensor& slot_table, const at::Tensor& token_row, const at::Tensor& kv_len, double scale) {
-  const int64_t num_tokens = q.size(0), num_heads = q.size(1), head_dim = q.size(2);
-  const int64_t num_kv_heads = k_pool.size(1);
-  const int64_t group = num_heads / num_kv_heads;
-  const int64_t max_len = slot_table.size(1);
-  const T* qp = q.data_ptr<T>();
-  const T* kp = k_pool.data_ptr<T>();
-  const T* vp = v_pool.data_ptr<T>();
-  T* op = out.data_ptr<T>();
-  const int64_t* slots = slot_table.data_ptr<int64_t>();
-  const int64_t* rows = token_row.data_ptr<int64_t>();
-  const int64_t* lens = kv_len.data_ptr<int64_t>();
-  const int64_t q_stride = q.stride(0);
-  const int64_t num_items = num_tokens * num_kv_heads;
-  at::parallel_for(0, num_items, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buf;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t tok = item / num_kv_heads, kv_head = item % num_kv_heads;
-      attend_one<T>(qp + tok * q_stride, kp, vp, slots + rows[tok] * max_len, lens[tok], kv_head, group,
-                    num_kv_heads, head_dim, static_cast<float>(scale), op + tok * num_heads * head_dim, buf);
+
+// Fast path for the common shapes: block size 16, head_dim 64 or 128, up to 8 query heads per KV
+// head, all known at compile time so that the score lanes and the output accumulators stay in
+// registers. Same arithmetic as attend_one.
+template <typename T, int64_t BS, int64_t D, int64_t G>
+void attend_fixed(const T* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t len,
+                  int64_t kv_head, int64_t num_kv_heads, float scale, T* out_tok, std::vector<float>& buf) {
+  const int64_t num_blocks = (len + BS - 1) / BS, padded = num_blocks * BS;
+  buf.resize(G * padded);
+  float* scores = buf.data();  // [G, padded]
+  float q[G][D];
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t i = 0; i < D; ++i) q[g][i] = static_cast<float>(q_tok[(kv_head * G + g) * D + i]) * scale;
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const T* kt = k_pool + (blocks[b] * num_kv_heads + kv_head) * D * BS;  // [D, BS]
+    float s[G][BS] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      float row[BS];
+      for (int64_t t = 0; t < BS; ++t) row[t] = static_cast<float>(kt[d * BS + t]);
+      for (int64_t g = 0; g < G; ++g)
+#pragma omp simd
+        for (int64_t t = 0; t < BS; ++t) s[g][t] += q[g][d] * row[t];
     }
-  });
+    for (int64_t g = 0; g < G; ++g) std::memcpy(scores + g * padded + b * BS, s[g], sizeof(s[g]));
+  }
+  for (int64_t g = 0; g < G; ++g) softmax_inplace(scores + g * padded, len);
+  float acc[G][D] = {};
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const T* vb = v_pool + (blocks[b] * num_kv_heads + kv_head) * BS * D;  // [BS, D]
+    const int64_t n = std::min(BS, len - b * BS);
+    for (int64_t t = 0; t < n; ++t) {
+      float row[D];
+      for (int64_t i = 0; i < D; ++i) row[i] = static_cast<float>(vb[t * D + i]);
+      for (int64_t g = 0; g < G; ++g) {
+        const float p = scores[g * padded + b * BS + t];
+#pragma omp simd
+        for (int64_t i = 0; i < D; ++i) acc[g][i] += p * row[i];
+      }
+    }
+  }
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t i = 0; i < D; ++i) out_tok[(kv_head * G + g) * D + i] = static_cast<T>(acc[g][i]);
 }
 
-void paged_attention(
-    at::Tensor out, at::Tensor q, at::Tensor k_pool, at::Tensor v_pool, at::Tensor slot_table,
-    at::Tensor token_row, at::Tensor kv_len, double scale) {
-  TORCH_CHECK(q.dim() == 3 && k_pool.dim() == 3 && v_pool.dim() == 3, "q and pools must be 3-D");
+using FixedFn = void (*)(const void*, const void*, const void*, const int64_t*, int64_t, int64_t, int64_t, float,
+                         void*, std::vector<float>&);
+
+template <typename T, int64_t D, int64_t G>
+void attend_fixed_erased(const void* q, const void* k, const void* v, const int64_t* blocks, int64_t len,
+                         int64_t head, int64_t kv_heads, float scale, void* out, std::vector<float>& buf) {
+  attend_fixed<T, 16, D, G>(static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), blocks,
+                            len, head, kv_heads, scale, static_cast<T*>(out), buf);
+}
+
+template <typename T, int64_t D>
+FixedFn fixed_for_group(int64_t group) {
+  switch (group) {
+    case 1: return &attend_fixed_erased<T, D, 1>;
+    case 2: return &attend_fixed_erased<T, D, 2>;
+    case 3: return &attend_fixed_erased<T, D, 3>;
+    case 4: return &attend_fixed_erased<T, D, 4>;
+    case 5: return &attend_fixed_erased<T, D, 5>;
+    case 6: return &attend_fixed_erased<T, D, 6>;
+    case 7: return &attend_fixed_erased<T, D, 7>;
+    case 8: return &attend_fixed_erased<T, D, 8>;
+    default: return nullptr;
+  }
+}
+
+template <typename T>
+FixedFn fixed_kernel(int64_t block_size, int64_t head_dim, int64_t group) {
+  if (block_size != 16) return nullptr;
+  if (head_dim == 64) return fixed_for_group<T, 64>(group);
+  if (head_dim == 128) return fixed_for_group<T, 128>(group);
+  return nullptr;
+}
+
+void paged_attention(at::Tensor out, at::Tensor q, at::Tensor k_pool, at::Tensor v_pool, at::Tensor block_table,
+                     at::Tensor token_row, at::Tensor kv_len, double scale) {
+  TORCH_CHECK(q.dim() == 3 && k_pool.dim() == 4 && v_pool.dim() == 4, "q: 3-D, pools: 4-D");
   TORCH_CHECK(q.stride(2) == 1 && q.stride(1) == q.size(2), "q rows must be contiguous per token");
   TORCH_CHECK(k_pool.is_contiguous() && v_pool.is_contiguous() && out.is_contiguous(), "pools/out contiguous");
   TORCH_CHECK(q.scalar_type() == k_pool.scalar_type() && q.scalar_type() == out.scalar_type(), "one dtype");
-  TORCH_CHECK(slot_table.scalar_type() == at::kLong && token_row.scalar_type() == at::kLong &&
-              kv_len.scalar_type() == at::kLong, "index tensors must be int64");
-  TORCH_CHECK(q.size(1) % k_pool.size(1) == 0, "heads must be a multiple of KV heads");
-  auto st = slot_table.contiguous();
+  TORCH_CHECK(block_table.scalar_type() == at::kLong && token_row.scalar_type() == at::kLong &&
+              kv_len.scalar_type() == at::kLong && block_table.is_contiguous(), "index tensors: contiguous int64");
+  const int64_t num_tokens = q.size(0), num_heads = q.size(1), head_dim = q.size(2);
+  const int64_t num_kv_heads = k_pool.size(1), block_size = k_pool.size(3);
+  TORCH_CHECK(num_heads % num_kv_heads == 0 && k_pool.size(2) == head_dim && v_pool.size(2) == block_size,
+              "pool shapes do not match q");
+  const int64_t group = num_heads / num_kv_heads, max_blocks = block_table.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention", [&] {
-    paged_attention_impl<scalar_t>(out, q, k_pool, v_pool, st, token_row, kv_len, scale);
+    const scalar_t* qp = q.data_ptr<scalar_t>();
+    const scalar_t* kp = k_pool.data_ptr<scalar_t>();
+    const scalar_t* vp = v_pool.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const int64_t* tables = block_table.data_ptr<int64_t>();
+    const int64_t* rows = token_row.data_ptr<int64_t>();
+    const int64_t* lens = kv_len.data_ptr<int64_t>();
+    const int64_t q_stride = q.stride(0);
+    const FixedFn fixed = fixed_kernel<scalar_t>(block_size, head_dim, group);
+    at::parallel_for(0, num_tokens * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> buf;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t tok = item / num_kv_heads, head = item % num_kv_heads;
+        if (fixed != nullptr) {
+          fixed(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, lens[tok], head, num_kv_heads,
+                static_cast<float>(scale), op + tok * num_heads * head_dim, buf);
+          continue;
+        }
+        attend_one<scalar_t>(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, lens[tok], head, group,
+                             num_kv_heads, head_dim, block_size, static_cast<float>(scale),
+                             op + tok * num_heads * head_dim, buf);
+      }
+    });
+  });
+}
+
+// k[t] and v[t] ([kv_heads, head_dim] each) into their slot = block * block_size + offset.
+template <typename T>
+void write_kv_impl(const at::Tensor& k, const at::Tensor& v, T* kp, T* vp, const int64_t* slots, int64_t kv_heads,
+                   int64_t head_dim, int64_t block_size) {
+  for (int64_t t = 0; t < k.size(0); ++t) {
+    const int64_t block = slots[t] / block_size, offset = slots[t] % block_size;
+    const T* ks = k.data_ptr<T>() + t * k.stride(0);
+    const T* vs = v.data_ptr<T>() + t * v.stride(0);
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      T* kt = kp + ((block * kv_heads + h) * head_dim) * block_size + offset;
+      for (int64_t d = 0; d < head_dim; ++d) kt[d * block_size] = ks[h * head_dim + d];
+      std::memcpy(vp + ((block * kv_heads + h) * block_size + offset) * head_dim, vs + h * head_dim,
+                  head_dim * sizeof(T));
+    }
+  }
+}
+
+void write_kv(at::Tensor k, at::Tensor v, at::Tensor k_pool, at::Tensor v_pool, at::Tensor slots) {
+  TORCH_CHECK(k.dim() == 3 && v.dim() == 3 && k.stride(2) == 1 && v.stride(2) == 1 &&
+              k.stride(1) == k.size(2) && v.stride(1) == v.size(2), "k, v: [tokens, kv_heads, dim], rows contiguous");
+  TORCH_CHECK(k_pool.dim() == 4 && k_pool.is_contiguous() && v_pool.is_contiguous(), "pools: contiguous 4-D");
+  TORCH_CHECK(k.scalar_type() == k_pool.scalar_type() && v.scalar_type() == v_pool.scalar_type(), "dtypes differ");
+  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.numel() == k.size(0), "one int64 slot per token");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, k.scalar_type(), "write_kv", [&] {
+    write_kv_impl<scalar_t>(k, v, k_pool.data_ptr<scalar_t>(), v_pool.data_ptr<scalar_t>(), slots.data_ptr<int64_t>(),
+                            k.size(1), k.size(2), k_pool.size(3));
   });
 }
 
@@ -144,8 +239,12 @@ void paged_attention(
 
 TORCH_LIBRARY(firebox, m) {
   m.def(
-      "paged_attention(Tensor(a!) out, Tensor q, Tensor k_pool, Tensor v_pool, Tensor slot_table, "
+      "paged_attention(Tensor(a!) out, Tensor q, Tensor k_pool, Tensor v_pool, Tensor block_table, "
       "Tensor token_row, Tensor kv_len, float scale) -> ()");
+  m.def("write_kv(Tensor k, Tensor v, Tensor(a!) k_pool, Tensor(b!) v_pool, Tensor slots) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(firebox, CPU, m) { m.impl("paged_attention", &paged_attention); }
+TORCH_LIBRARY_IMPL(firebox, CPU, m) {
+  m.impl("paged_attention", &paged_attention);
+  m.impl("write_kv", &write_kv);
+}

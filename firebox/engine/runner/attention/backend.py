@@ -4,8 +4,9 @@ A model never sees block tables. Each attention layer calls `backend.forward(q, 
 meta)` with the metadata built once per step by `backend.build_metadata`. Metadata is passed
 explicitly down the forward call; there is no global attention context.
 
-KV cache layout, one tensor per layer: `[2, num_blocks, block_size, num_kv_heads, head_dim]`
-(index 0 keys, 1 values). A token at position `p` of a request lives in slot
+Each backend chooses the layout of one layer's KV tensor (`kv_cache_shape`; index 0 keys, 1
+values); the portable one is `[2, num_blocks, block_size, num_kv_heads, head_dim]`. Whatever the
+layout, a token at position `p` of a request lives in slot
 `block_table[p // block_size] * block_size + p % block_size`.
 """
 
@@ -33,7 +34,12 @@ class AttentionBatch:
 
 
 class AttentionBackend(Protocol):
-    """Paged attention for one device family. Implementations: `torch_ref` (any device)."""
+    """Paged attention for one device family. Implementations: `torch_ref` (any device) and
+    `cpu_paged` (firebox's native CPU kernel)."""
+
+    def kv_cache_shape(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple[int, ...]:
+        """Shape of one layer's KV tensor, keys and values together."""
+        ...
 
     def build_metadata(self, batch: AttentionBatch, device: torch.device) -> Any:
         """Turn the step's layout into the tensors `forward` needs (slot mapping, gather tables,

@@ -1,9 +1,10 @@
-"""Paged attention on CPU with firebox's native kernel (`csrc/paged_attention.cpp`).
+"""Paged attention on CPU with firebox's native kernel (`kernels/csrc/paged_attention.cpp`).
 
 Decodes and prefill chunks that continue a cached context read their keys and values in place
-from the block pool: no gather copy, one pass per (token, KV head). A fresh prompt (no cached
-context) still runs torch's fused causal SDPA over its own k/v, which is faster for long runs of
-queries.
+from the block pool: no gather copy. Keys are stored transposed within each block
+(`[num_blocks, kv_heads, head_dim, block_size]`) so that a block's scores are computed across SIMD
+lanes; values stay `[num_blocks, kv_heads, block_size, head_dim]`. A fresh prompt (no cached
+context) runs torch's fused causal SDPA over its own k/v, which is faster for long runs of queries.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from firebox.engine.runner.attention.backend import AttentionBatch
-from firebox.engine.runner.attention.torch_ref import _padded, _slots
+from firebox.engine.runner.attention.torch_ref import _padded
 
 
 @dataclass(slots=True)
@@ -25,9 +26,10 @@ class FreshPrefill:
 
 @dataclass(slots=True)
 class CpuPagedMetadata:
+    block_size: int
     slot_mapping: torch.Tensor  # [num_tokens] where each new token's k/v is written
-    slot_table: torch.Tensor  # [num_reqs, max_seq_len] flat slots of every context position
-    paged_tokens: torch.Tensor | None  # [num_paged] token indices for the paged kernel; None = all
+    block_table: torch.Tensor  # [num_reqs, max_blocks]
+    paged_tokens: torch.Tensor | None  # [num_paged] token indices for the paged kernel; None = a prefix
     num_paged: int
     token_row: torch.Tensor  # [num_paged] request row of each paged token
     kv_len: torch.Tensor  # [num_paged] positions each paged token may see (causal bound)
@@ -35,18 +37,16 @@ class CpuPagedMetadata:
 
 
 class CpuPagedAttentionBackend:
+    def kv_cache_shape(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple[int, ...]:
+        return (2, num_blocks, num_kv_heads * head_dim * block_size)
+
     def build_metadata(self, batch: AttentionBatch, device: torch.device) -> CpuPagedMetadata:
         bs = batch.block_size
-        tables = _padded(batch.block_tables)
-        seq_lens = [c + q for c, q in zip(batch.context_lens, batch.query_lens)]
-        positions = torch.arange(max(seq_lens))
-        slot_table = _slots(tables, positions.clamp(max=tables.shape[1] * bs - 1).expand(len(seq_lens), -1), bs)
-        slot_mapping = torch.cat(
-            [slot_table[i, c : c + q] for i, (c, q) in enumerate(zip(batch.context_lens, batch.query_lens))]
-        )
-        paged, rows, lens, fresh = [], [], [], []
+        paged, rows, lens, fresh, slots = [], [], [], [], []
         start = 0
         for i, (c, q) in enumerate(zip(batch.context_lens, batch.query_lens)):
+            table = batch.block_tables[i]
+            slots.extend(table[p // bs] * bs + p % bs for p in range(c, c + q))
             if c == 0 and q > 1:
                 fresh.append(FreshPrefill(start, start + q))
             else:
@@ -54,11 +54,11 @@ class CpuPagedAttentionBackend:
                 rows.extend([i] * q)
                 lens.extend(range(c + 1, c + q + 1))
             start += q
-        is_prefix = paged == list(range(len(paged)))
         return CpuPagedMetadata(
-            slot_mapping=slot_mapping,
-            slot_table=slot_table,
-            paged_tokens=None if is_prefix else torch.tensor(paged, dtype=torch.long),
+            block_size=bs,
+            slot_mapping=torch.tensor(slots, dtype=torch.long),
+            block_table=_padded(batch.block_tables),  # [num_reqs, max_blocks]
+            paged_tokens=None if paged == list(range(len(paged))) else torch.tensor(paged, dtype=torch.long),
             num_paged=len(paged),
             token_row=torch.tensor(rows, dtype=torch.long),
             kv_len=torch.tensor(lens, dtype=torch.long),
@@ -70,14 +70,14 @@ class CpuPagedAttentionBackend:
         q: torch.Tensor,  # [num_tokens, num_heads, head_dim]
         k: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim]
         v: torch.Tensor,
-        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim]
+        kv_cache: torch.Tensor,  # [2, num_blocks, num_kv_heads * head_dim * block_size]
         meta: CpuPagedMetadata,
         scale: float,
     ) -> torch.Tensor:  # [num_tokens, num_heads * head_dim]
         num_tokens, num_heads, head_dim = q.shape
-        num_kv_heads = k.shape[1]
-        k_pool = kv_cache[0].view(-1, num_kv_heads, head_dim)
-        v_pool = kv_cache[1].view(-1, num_kv_heads, head_dim)
+        num_kv_heads, num_blocks = k.shape[1], kv_cache.shape[1]
+        k_pool = kv_cache[0].view(num_blocks, num_kv_heads, head_dim, meta.block_size)
+        v_pool = kv_cache[1].view(num_blocks, num_kv_heads, meta.block_size, head_dim)
         torch.ops.firebox.write_kv(k.to(k_pool.dtype), v.to(v_pool.dtype), k_pool, v_pool, meta.slot_mapping)
         out = q.new_empty(num_tokens, num_heads, head_dim)
         if meta.num_paged:
@@ -103,7 +103,7 @@ class CpuPagedAttentionBackend:
             q_in = q.index_select(0, meta.paged_tokens).to(k_pool.dtype)
             out_part = torch.empty(q_in.shape, dtype=q_in.dtype)
         torch.ops.firebox.paged_attention(
-            out_part, q_in, k_pool, v_pool, meta.slot_table, meta.token_row, meta.kv_len, scale
+            out_part, q_in, k_pool, v_pool, meta.block_table, meta.token_row, meta.kv_len, scale
         )
         if meta.paged_tokens is not None:
             out.index_copy_(0, meta.paged_tokens, out_part.to(out.dtype))

@@ -45,6 +45,9 @@ def _padded(rows: list[list[int]]) -> torch.Tensor:
 
 
 class TorchAttentionBackend:
+    def kv_cache_shape(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple[int, ...]:
+        return (2, num_blocks, block_size, num_kv_heads, head_dim)
+
     def build_metadata(self, batch: AttentionBatch, device: torch.device) -> TorchAttentionMetadata:
         bs = batch.block_size
         tables = _padded(batch.block_tables)  # [num_reqs, max_blocks]
