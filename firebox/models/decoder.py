@@ -26,6 +26,7 @@ from firebox.models.layers.mlp import GatedMLP
 from firebox.models.layers.norm import RMSNorm
 from firebox.models.layers.rotary import RotaryEmbedding, apply_rotary
 from firebox.models.layers.weights import WeightRule, load_named_weights, weight_rule
+from firebox.models.native_stack import run_native_stack
 
 # Hugging Face keeps q/k/v and gate/up as separate tensors; we fuse them into one matmul each.
 DENSE_WEIGHT_RULES: tuple[WeightRule, ...] = (
@@ -164,6 +165,7 @@ class DecoderForCausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.requires_grad_(False)
+        self.native_stack: Any | None = None  # see attach_native_stack
 
     @classmethod
     def attention_spec(cls, config: ArchConfig) -> AttentionSpec:
@@ -187,10 +189,17 @@ class DecoderForCausalLM(nn.Module):
             raise ValueError(f"got {len(kv_caches)} KV caches for {len(layers)} layers")
         hidden = self.model.embed_tokens(input_ids)
         cos_sin = self.model.rotary_emb.lookup(positions, hidden.dtype)  # shared by every layer
+        if self.native_stack is not None:
+            return run_native_stack(self.native_stack, hidden, cos_sin, attn_meta)
         residual = None
         for layer, kv_cache in zip(layers, kv_caches, strict=True):
             hidden, residual = layer(hidden, residual, cos_sin, kv_cache, attn_meta)
         return self.model.norm.forward_add(hidden, residual)[0]
+
+    def attach_native_stack(self, stack: Any) -> None:
+        """Run the decoder layers through a native DecoderStack built over these very weights
+        (models/native_stack.py); `attn_meta` must then be the native CPU backend's."""
+        self.native_stack = stack
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [n, hidden] -> [n, vocab] float32
         return self.lm_head(hidden).float()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from firebox.engine.runner.attention.backend import AttentionBatch
+from firebox.engine.runner.attention.backend import AttentionBackend, AttentionBatch
 from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
 from firebox.loader.arch_config import ArchConfig
 from firebox.models.decoder import DecoderForCausalLM
@@ -61,9 +61,11 @@ def arch_config_of(hf_model: nn.Module) -> ArchConfig:
     return ArchConfig.from_hf_dict(hf_model.config.to_dict())
 
 
-def build_ours(hf_model: nn.Module, dtype: torch.dtype = torch.float32) -> DecoderForCausalLM:
+def build_ours(
+    hf_model: nn.Module, dtype: torch.dtype = torch.float32, backend: AttentionBackend | None = None
+) -> DecoderForCausalLM:
     config = arch_config_of(hf_model)
-    model = get_model_class(config.architecture)(config, TorchAttentionBackend(), dtype)
+    model = get_model_class(config.architecture)(config, backend or TorchAttentionBackend(), dtype)
     model.load_weights(hf_model.state_dict().items())
     return model
 
@@ -88,11 +90,17 @@ def check_prompt_matches_transformers(hf_model: nn.Module) -> DecoderForCausalLM
 
 
 class PagedRunner:
-    def __init__(self, model: DecoderForCausalLM, num_blocks: int = 48, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: DecoderForCausalLM,
+        num_blocks: int = 48,
+        seed: int = 0,
+        backend: AttentionBackend | None = None,  # the model's own backend's metadata and KV layout
+    ) -> None:
         cfg = model.config
-        shape = (2, num_blocks, BLOCK_SIZE, cfg.num_key_value_heads, cfg.head_dim)
         self.model = model
-        self.backend = TorchAttentionBackend()
+        self.backend = backend or TorchAttentionBackend()
+        shape = self.backend.kv_cache_shape(num_blocks, BLOCK_SIZE, cfg.num_key_value_heads, cfg.head_dim)
         self.kv_caches = [torch.zeros(shape, dtype=model.dtype) for _ in range(cfg.num_hidden_layers)]
         self.free_blocks = torch.randperm(num_blocks, generator=torch.Generator().manual_seed(seed)).tolist()
         self.block_tables: dict[str, list[int]] = {}

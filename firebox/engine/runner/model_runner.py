@@ -68,6 +68,7 @@ class ModelRunner:
             1, cache_config.memory_bytes // kv_bytes_per_block(self.arch, self.block_size, self.dtype)
         )
         self.kv_caches = self._allocate_kv_caches(self.num_kv_blocks)
+        self.uses_native_stack = self._attach_native_stack()
         self.sampler = Sampler()
 
     def _build_model(self, model_config: ModelConfig, source: ModelSource) -> torch.nn.Module:
@@ -79,6 +80,18 @@ class ModelRunner:
         else:
             model.load_weights(source.weights())
         return model.eval()
+
+    def _attach_native_stack(self) -> bool:
+        """Decoder layers as one native call per step, where the model and backend allow it."""
+        from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
+        from firebox.models.native_stack import build_native_stack
+
+        if not isinstance(self.attn_backend, CpuPagedAttentionBackend) or not hasattr(self.model, "attach_native_stack"):
+            return False
+        stack = build_native_stack(self.model, self.kv_caches, self.block_size)
+        if stack is not None:
+            self.model.attach_native_stack(stack)
+        return stack is not None
 
     def _allocate_kv_caches(self, num_blocks: int) -> list[torch.Tensor]:
         shape = self.attn_backend.kv_cache_shape(

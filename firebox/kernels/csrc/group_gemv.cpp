@@ -11,6 +11,8 @@
 // is widened once and used for every row of x. Work is split over output columns n.
 
 #include <torch/extension.h>
+
+#include "ops.h"
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -206,6 +208,10 @@ void check_common(const at::Tensor& x, const at::Tensor& scale, int64_t K) {
   TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous(), "scales must be contiguous fp32");
 }
 
+}  // namespace
+
+namespace firebox {
+
 at::Tensor q4_gemv(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low) {
   const int64_t N = packed.size(0), K = packed.size(1) * 2, M = x.size(0);
   check_common(x, scale, K);
@@ -246,7 +252,8 @@ at::Tensor q8_gemv(at::Tensor x, at::Tensor packed, at::Tensor scale) {
   return out;
 }
 
-}  // namespace
+}  // namespace firebox
+
 
 TORCH_LIBRARY_FRAGMENT(firebox, m) {
   m.def("q4_gemv(Tensor x, Tensor packed, Tensor scale, Tensor low) -> Tensor");
@@ -254,6 +261,6 @@ TORCH_LIBRARY_FRAGMENT(firebox, m) {
 }
 
 TORCH_LIBRARY_IMPL(firebox, CPU, m) {
-  m.impl("q4_gemv", &q4_gemv);
-  m.impl("q8_gemv", &q8_gemv);
+  m.impl("q4_gemv", &firebox::q4_gemv);
+  m.impl("q8_gemv", &firebox::q8_gemv);
 }

@@ -8,6 +8,8 @@
 //   rotary_embedding(q, k, cos_sin)         rotate-half RoPE on q and k in place (strided views)
 
 #include <torch/extension.h>
+
+#include "ops.h"
 #include <ATen/Parallel.h>
 #include "simd_math.h"
 
@@ -45,6 +47,10 @@ void check_rows(const at::Tensor& x, const at::Tensor& w) {
   TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "expected [rows, hidden] with contiguous rows");
   TORCH_CHECK(w.is_contiguous() && w.numel() == x.size(1) && w.scalar_type() == x.scalar_type(), "bad weight");
 }
+
+}  // namespace
+
+namespace firebox {
 
 void rms_norm(at::Tensor out, at::Tensor x, at::Tensor w, double eps) {
   check_rows(x, w);
@@ -131,7 +137,8 @@ void rotary_embedding(at::Tensor q, at::Tensor k, at::Tensor cos_sin) {
   });
 }
 
-}  // namespace
+}  // namespace firebox
+
 
 TORCH_LIBRARY_FRAGMENT(firebox, m) {
   m.def("rms_norm(Tensor(a!) out, Tensor x, Tensor weight, float eps) -> ()");
@@ -141,8 +148,8 @@ TORCH_LIBRARY_FRAGMENT(firebox, m) {
 }
 
 TORCH_LIBRARY_IMPL(firebox, CPU, m) {
-  m.impl("rms_norm", &rms_norm);
-  m.impl("fused_add_rms_norm", &fused_add_rms_norm);
-  m.impl("silu_and_mul", &silu_and_mul);
-  m.impl("rotary_embedding", &rotary_embedding);
+  m.impl("rms_norm", &firebox::rms_norm);
+  m.impl("fused_add_rms_norm", &firebox::fused_add_rms_norm);
+  m.impl("silu_and_mul", &firebox::silu_and_mul);
+  m.impl("rotary_embedding", &firebox::rotary_embedding);
 }

@@ -13,6 +13,8 @@
 //   out        [num_tokens, num_heads, head_dim]     contiguous
 
 #include <torch/extension.h>
+
+#include "ops.h"
 #include <ATen/Parallel.h>
 #include "simd_math.h"
 
@@ -166,6 +168,10 @@ FixedFn fixed_kernel(int64_t block_size, int64_t head_dim, int64_t group) {
   return nullptr;
 }
 
+}  // namespace
+
+namespace firebox {
+
 void paged_attention(at::Tensor out, at::Tensor q, at::Tensor k_pool, at::Tensor v_pool, at::Tensor block_table,
                      at::Tensor token_row, at::Tensor kv_len, double scale) {
   TORCH_CHECK(q.dim() == 3 && k_pool.dim() == 4 && v_pool.dim() == 4, "q: 3-D, pools: 4-D");
@@ -235,7 +241,8 @@ void write_kv(at::Tensor k, at::Tensor v, at::Tensor k_pool, at::Tensor v_pool, 
   });
 }
 
-}  // namespace
+}  // namespace firebox
+
 
 TORCH_LIBRARY(firebox, m) {
   m.def(
@@ -245,6 +252,6 @@ TORCH_LIBRARY(firebox, m) {
 }
 
 TORCH_LIBRARY_IMPL(firebox, CPU, m) {
-  m.impl("paged_attention", &paged_attention);
-  m.impl("write_kv", &write_kv);
+  m.impl("paged_attention", &firebox::paged_attention);
+  m.impl("write_kv", &firebox::write_kv);
 }

@@ -1,0 +1,162 @@
+// The decoder layers of a Llama-family model run as one C++ call per step.
+//
+// At a few tokens per step the Python around each layer (module calls, views, dtype checks: some
+// 80 dispatches a layer) costs as much as the arithmetic. DecoderStack holds the weights in the
+// same forms the Python model uses (4/8-bit group weights for small steps, a dense copy for large
+// ones) and runs the same sequence of the same kernels: norm (residual add fused), fused qkv,
+// rotary, KV write, paged attention (causal SDPA for fresh prompts), o, norm, gate|up, SiLU*up,
+// down. firebox/models/native_stack.py builds it from a loaded model and checks that it applies.
+
+#include <torch/custom_class.h>
+#include <torch/extension.h>
+
+#include <vector>
+
+#include "ops.h"
+
+namespace {
+
+struct StackLinear {
+  int64_t bits = 0;            // 4 or 8: group kernel for steps of up to max_small_rows rows; 0: dense only
+  int64_t max_small_rows = 0;
+  at::Tensor packed, scale, low;  // group weights (low: q4 only)
+  at::Tensor dense;               // [out, in], bf16 or fp32
+  at::Tensor bias;                // undefined when the layer has none
+  at::Tensor dense_bias;          // bias in the dense dtype
+
+  at::Tensor operator()(const at::Tensor& x) const {
+    if (bits != 0 && x.size(0) <= max_small_rows) {
+      at::Tensor out = bits == 4 ? firebox::q4_gemv(x.contiguous(), packed, scale, low)
+                                 : firebox::q8_gemv(x.contiguous(), packed, scale);
+      return bias.defined() ? out.add_(bias) : out;
+    }
+    const at::Tensor y = at::linear(x.to(dense.scalar_type()), dense, dense_bias);
+    return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
+  }
+};
+
+struct StackLayer {
+  at::Tensor input_norm, post_norm;
+  StackLinear qkv, o, gate_up, down;
+};
+
+class DecoderStack : public torch::CustomClassHolder {
+ public:
+  DecoderStack(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t block_size, double eps,
+               double scale)
+      : num_heads_(num_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim), block_size_(block_size),
+        eps_(eps), scale_(scale) {}
+
+  // tensors: input_norm, post_norm, then for qkv, o, gate_up, down: packed, scale, low, dense, bias
+  // ints:    for qkv, o, gate_up, down: bits, max_small_rows, has_bias
+  void add_layer(std::vector<at::Tensor> tensors, std::vector<int64_t> ints) {
+    TORCH_CHECK(tensors.size() == 2 + 4 * 5 && ints.size() == 4 * 3, "add_layer: 22 tensors and 12 ints");
+    StackLayer layer{tensors[0], tensors[1], {}, {}, {}, {}};
+    StackLinear* linears[] = {&layer.qkv, &layer.o, &layer.gate_up, &layer.down};
+    for (int i = 0; i < 4; ++i) {
+      StackLinear& lin = *linears[i];
+      const at::Tensor* t = &tensors[2 + 5 * i];
+      lin.bits = ints[3 * i];
+      lin.max_small_rows = ints[3 * i + 1];
+      lin.packed = t[0];
+      lin.scale = t[1];
+      lin.low = t[2];
+      lin.dense = t[3];
+      if (ints[3 * i + 2] != 0) {
+        lin.bias = t[4];
+        lin.dense_bias = t[4].to(lin.dense.scalar_type());
+      }
+    }
+    layers_.push_back(std::move(layer));
+  }
+
+  void set_final_norm(at::Tensor weight) { final_norm_ = weight; }
+
+  void set_kv_caches(std::vector<at::Tensor> caches) {
+    TORCH_CHECK(caches.size() == layers_.size(), "one KV tensor per layer");
+    caches_ = std::move(caches);
+  }
+
+  // hidden [T, hidden] fp32 (the embeddings; used as the residual stream), cos_sin [T, head_dim] fp32.
+  // Attention metadata as CpuPagedMetadata holds it; fresh [n, 2] token spans of fresh prompts;
+  // paged_tokens empty when the paged tokens are the leading `num_paged` ones.
+  at::Tensor forward(at::Tensor hidden, at::Tensor cos_sin, at::Tensor slot_mapping, at::Tensor block_table,
+                     at::Tensor token_row, at::Tensor kv_len, int64_t num_paged, at::Tensor paged_tokens,
+                     at::Tensor fresh) {
+    TORCH_CHECK(caches_.size() == layers_.size() && final_norm_.defined(), "DecoderStack is not complete");
+    at::Tensor residual;
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const StackLayer& layer = layers_[l];
+      if (l == 0) {
+        residual = hidden;
+        hidden = at::empty_like(residual);
+        firebox::rms_norm(hidden, residual, layer.input_norm, eps_);
+      } else {
+        firebox::fused_add_rms_norm(hidden, residual, layer.input_norm, eps_);
+      }
+      const at::Tensor attn = attention(layer.qkv(hidden), l, cos_sin, slot_mapping, block_table, token_row, kv_len,
+                                        num_paged, paged_tokens, fresh);
+      hidden = layer.o(attn);
+      firebox::fused_add_rms_norm(hidden, residual, layer.post_norm, eps_);
+      const at::Tensor gate_up = layer.gate_up(hidden);
+      at::Tensor act = at::empty({gate_up.size(0), gate_up.size(1) / 2}, gate_up.options());
+      firebox::silu_and_mul(act, gate_up);
+      hidden = layer.down(act);
+    }
+    firebox::fused_add_rms_norm(hidden, residual, final_norm_, eps_);
+    return hidden;
+  }
+
+ private:
+  at::Tensor attention(const at::Tensor& qkv, size_t layer, const at::Tensor& cos_sin, const at::Tensor& slots,
+                       const at::Tensor& block_table, const at::Tensor& token_row, const at::Tensor& kv_len,
+                       int64_t num_paged, const at::Tensor& paged_tokens, const at::Tensor& fresh) {
+    const int64_t T = qkv.size(0), H = num_heads_, KV = num_kv_heads_, D = head_dim_;
+    const at::Tensor qkv3 = qkv.view({T, H + 2 * KV, D});
+    const at::Tensor q = qkv3.narrow(1, 0, H), k = qkv3.narrow(1, H, KV), v = qkv3.narrow(1, H + KV, KV);
+    firebox::rotary_embedding(q, k, cos_sin);
+    const at::Tensor& cache = caches_[layer];  // [2, num_blocks, KV * D * block_size]
+    const int64_t num_blocks = cache.size(1);
+    const at::Tensor k_pool = cache[0].view({num_blocks, KV, D, block_size_});
+    const at::Tensor v_pool = cache[1].view({num_blocks, KV, block_size_, D});
+    firebox::write_kv(k, v, k_pool, v_pool, slots);
+    at::Tensor out = at::empty({T, H, D}, qkv.options());
+    if (num_paged > 0) {
+      if (paged_tokens.numel() == 0) {
+        firebox::paged_attention(out.narrow(0, 0, num_paged), q.narrow(0, 0, num_paged), k_pool, v_pool,
+                                 block_table, token_row, kv_len, scale_);
+      } else {
+        at::Tensor part = at::empty({num_paged, H, D}, qkv.options());
+        firebox::paged_attention(part, q.index_select(0, paged_tokens), k_pool, v_pool, block_table, token_row,
+                                 kv_len, scale_);
+        out.index_copy_(0, paged_tokens, part);
+      }
+    }
+    const int64_t* spans = fresh.data_ptr<int64_t>();
+    for (int64_t i = 0; i < fresh.size(0); ++i) {
+      const int64_t s = spans[2 * i], n = spans[2 * i + 1] - spans[2 * i];
+      const at::Tensor o = at::scaled_dot_product_attention(
+          q.narrow(0, s, n).transpose(0, 1).unsqueeze(0), k.narrow(0, s, n).transpose(0, 1).unsqueeze(0),
+          v.narrow(0, s, n).transpose(0, 1).unsqueeze(0), {}, 0.0, /*is_causal=*/true, scale_, /*enable_gqa=*/true);
+      out.narrow(0, s, n).copy_(o[0].transpose(0, 1));
+    }
+    return out.view({T, H * D});
+  }
+
+  int64_t num_heads_, num_kv_heads_, head_dim_, block_size_;
+  double eps_, scale_;
+  std::vector<StackLayer> layers_;
+  at::Tensor final_norm_;
+  std::vector<at::Tensor> caches_;
+};
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(firebox, m) {
+  m.class_<DecoderStack>("DecoderStack")
+      .def(torch::init<int64_t, int64_t, int64_t, int64_t, double, double>())
+      .def("add_layer", &DecoderStack::add_layer)
+      .def("set_final_norm", &DecoderStack::set_final_norm)
+      .def("set_kv_caches", &DecoderStack::set_kv_caches)
+      .def("forward", &DecoderStack::forward);
+}
