@@ -4,8 +4,8 @@
 
 Prints microseconds of process CPU time per call (CPU time, not wall time, so that a busy
 machine disturbs the comparison less) for the default model's layer shapes: the 4-bit and 8-bit
-group kernels (engine/runner/csrc/group_gemv.cpp), dense fp32 and dense bf16. The crossover
-points are what engine/runner/weight_kernels.py uses to choose a kernel by step size.
+group kernels (kernels/csrc/group_matmul.cpp), dense fp32 and dense bf16: the comparison behind
+engine/runner/weight_kernels.py running the group kernels for every step size.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     account = "fireworks"             # default: fireworks (public unless `public = false`)
     source = "default"                # default | a .gguf file | a Hugging Face folder | dummy:<config>
     dtype = "auto"                    # auto | float32 | bfloat16 | float16
-    quantization = "none"             # none | auto | int8 | int4 | dynamic-int8
+    quantization = "auto"             # auto | none | int8 | int4
     max_model_len = 2048              # context length; default: the model's own
     serverless = true                 # served from the shared pool; false: deployments only
     public = true                     # default: true in the default account, false elsewhere
@@ -75,7 +75,7 @@ class CatalogModel:
     dtype: str = "auto"
     """Compute dtype (`ModelConfig.dtype`)."""
 
-    quantization: str = "none"
+    quantization: str = "auto"
     """Weight kernel (`ModelConfig.quantization`)."""
 
     max_model_len: int | None = None

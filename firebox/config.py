@@ -35,9 +35,11 @@ class ModelConfig:
     """Compute dtype: `auto` (bf16 where the device does it natively, else fp32), `float32`,
     `bfloat16` or `float16`."""
 
-    quantization: str = "none"
-    """Weight kernel of linear layers for small steps: `none` (dense), `auto` (as the checkpoint is
-    quantized, on CPU), `int4` or `int8` (see engine/runner/weight_kernels.py)."""
+    quantization: str = "auto"
+    """Kernels of the linear layers: `auto` (on CPU: weight-only 4/8-bit kernels for small steps, as
+    the checkpoint is quantized, and bf16 where the CPU has it for large ones; dense elsewhere),
+    `none` (dense in the model dtype: the reference numerics), `int4` or `int8` (see
+    engine/runner/weight_kernels.py)."""
 
     max_model_len: int | None = None
     """Context length in tokens; `None` takes the model's own."""

@@ -72,7 +72,7 @@ class LLM:
         *,
         name: str | None = None,
         dtype: str = "auto",
-        quantization: str = "none",
+        quantization: str = "auto",
         max_model_len: int | None = None,
         max_num_seqs: int = 64,
         max_num_batched_tokens: int = 512,

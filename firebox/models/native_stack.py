@@ -16,7 +16,7 @@ import torch
 from firebox.kernels import has_native_op
 from firebox.models.layers.linear import Linear
 from firebox.models.layers.mlp import GatedMLP
-from firebox.models.layers.quant import BatchAdaptiveKernel, Q4Weight, Q8Weight
+from firebox.models.layers.quant import GroupKernel, Q4Weight, Q8Weight
 
 _EMPTY = torch.empty(0)
 
@@ -25,22 +25,18 @@ def _linear_parts(linear: Linear) -> tuple[list[torch.Tensor], list[int]] | None
     """(tensors, ints) of one linear layer for DecoderStack.add_layer; None if its kernel is not
     one the stack knows."""
     bias = linear.bias.detach() if linear.bias is not None else _EMPTY
+    has_bias = int(linear.bias is not None)
     kernel = linear.kernel
     if kernel is None:
-        return [_EMPTY, _EMPTY, _EMPTY, linear.weight.detach(), bias], [0, 0, int(linear.bias is not None)]
-    if not isinstance(kernel, BatchAdaptiveKernel) or kernel.dense_weight is None:
+        return [_EMPTY, _EMPTY, _EMPTY, linear.weight.detach(), bias], [0, 0, has_bias]
+    if not isinstance(kernel, GroupKernel):
         return None
-    small = getattr(kernel.small, "__self__", None)  # the bound matmul of a Q4Weight / Q8Weight
-    if isinstance(small, Q4Weight):
-        packed = [small.packed, small.scale, small.low]
-        bits = 4
-    elif isinstance(small, Q8Weight):
-        packed = [small.packed, small.scale, _EMPTY]
-        bits = 8
-    else:
-        return None
-    tensors = [*packed, kernel.dense_weight, bias]
-    return tensors, [bits, kernel.max_small_rows, int(linear.bias is not None)]
+    weight = kernel.weight
+    if isinstance(weight, Q4Weight):
+        return [weight.packed, weight.scale, weight.low, _EMPTY, bias], [4, weight.out_features, has_bias]
+    if isinstance(weight, Q8Weight):
+        return [weight.packed, weight.scale, _EMPTY, _EMPTY, bias], [8, weight.out_features, has_bias]
+    return None
 
 
 def _supported(model: Any) -> bool:

@@ -1,20 +1,34 @@
 """The served default model computes what `transformers` computes on the same dequantized
 weights: prompt log-probabilities (completions with echo, as evaluation harnesses score text)
-and greedy continuations."""
+and greedy continuations.
+
+With `--quantization none` (dense fp32: the reference numerics) the match is tight. The default
+kernels (4/8-bit weight-only for decode steps, bf16 for prefill where the CPU has it) trade a
+little accuracy for speed, within the bound issue 4 sets for them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.e2e.helpers import MAX_NUM_BATCHED_TOKENS, MODEL, PARAGRAPH
+from tests.e2e.helpers import MAX_NUM_BATCHED_TOKENS, MODEL, PARAGRAPH, SERVER_ARGS, ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
-MAX_MEAN_ABS_DIFF_NATS = 0.05
+MAX_MEAN_ABS_DIFF_NATS = 0.05  # dense fp32 against transformers' fp32
+MAX_MEAN_ABS_DIFF_NATS_FAST_KERNELS = 0.1  # the default kernels (issue 4's bound)
+
+
+@pytest.fixture(scope="module")
+def reference_server(default_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`firebox serve --quantization none`: dense fp32 linears, the reference numerics."""
+    with running_server(tmp_path_factory.mktemp("reference_server"), *SERVER_ARGS, "--quantization", "none") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +50,12 @@ def reference_logprobs(model: Any, token_ids: list[int]) -> torch.Tensor:
     return torch.stack([logprobs.gather(1, ids[0, 1:, None])[:, 0], logprobs.max(dim=-1).values])
 
 
-def test_prompt_logprobs_match_transformers(server, client, reference_model) -> None:
+def _prompt_logprob_diffs(server: ServerProcess, reference_model: Any) -> tuple[float, float]:
+    """Mean |ours - transformers| over PARAGRAPH's prompt log-probabilities: of the prompt's own
+    tokens, and of the best token at each position."""
     token_ids = server.tokenize(prompt=PARAGRAPH)
     assert 80 <= len(token_ids) <= 120 and len(token_ids) > MAX_NUM_BATCHED_TOKENS  # prefilled in chunks
-    response = client.completions.create(model=MODEL, prompt=PARAGRAPH, max_tokens=0, echo=True, logprobs=1)
+    response = server.openai().completions.create(model=MODEL, prompt=PARAGRAPH, max_tokens=0, echo=True, logprobs=1)
     choice = response.choices[0]
     assert choice.text == PARAGRAPH and response.usage.completion_tokens == 0
     logprobs = choice.logprobs
@@ -47,17 +63,26 @@ def test_prompt_logprobs_match_transformers(server, client, reference_model) -> 
     assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
     chosen, best = reference_logprobs(reference_model, token_ids)
     ours = torch.tensor(logprobs.token_logprobs[1:])
-    mean_abs_diff = (ours - chosen).abs().mean().item()
-    print(f"\nprompt logprobs vs transformers over {len(token_ids)} tokens: mean |diff| = {mean_abs_diff:.3e} nats")
-    assert mean_abs_diff < MAX_MEAN_ABS_DIFF_NATS
     ours_best = torch.tensor([max(top.values()) for top in logprobs.top_logprobs[1:]])  # logprobs=1: the best one
-    assert (ours_best - best).abs().mean().item() < MAX_MEAN_ABS_DIFF_NATS
+    diffs = (ours - chosen).abs().mean().item(), (ours_best - best).abs().mean().item()
+    print(f"\nprompt logprobs vs transformers over {len(token_ids)} tokens: mean |diff| = {diffs[0]:.3e} nats")
+    return diffs
 
 
-def test_greedy_continuation_matches_transformers(server, client, reference_model) -> None:
+def test_prompt_logprobs_match_transformers(reference_server, reference_model) -> None:
+    chosen, best = _prompt_logprob_diffs(reference_server, reference_model)
+    assert chosen < MAX_MEAN_ABS_DIFF_NATS and best < MAX_MEAN_ABS_DIFF_NATS
+
+
+def test_default_kernels_keep_prompt_logprobs_close_to_transformers(server, reference_model) -> None:
+    chosen, best = _prompt_logprob_diffs(server, reference_model)
+    assert chosen < MAX_MEAN_ABS_DIFF_NATS_FAST_KERNELS and best < MAX_MEAN_ABS_DIFF_NATS_FAST_KERNELS
+
+
+def test_greedy_continuation_matches_transformers(reference_server, reference_model) -> None:
     prompt = PARAGRAPH.split(". ")[0] + "."
-    token_ids = server.tokenize(prompt=prompt)
-    response = client.completions.create(
+    token_ids = reference_server.tokenize(prompt=prompt)
+    response = reference_server.openai().completions.create(
         model=MODEL, prompt=prompt, max_tokens=20, temperature=0, extra_body={"return_token_ids": True}
     )
     choice = response.choices[0]

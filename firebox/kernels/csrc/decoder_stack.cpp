@@ -2,8 +2,8 @@
 //
 // At a few tokens per step the Python around each layer (module calls, views, dtype checks: some
 // 80 dispatches a layer) costs as much as the arithmetic. DecoderStack holds the weights in the
-// same forms the Python model uses (4/8-bit group weights for small steps, a dense copy for large
-// ones) and runs the same sequence of the same kernels: norm (residual add fused), fused qkv,
+// same forms the Python model uses (4/8-bit group weights, or the dense weight) and runs the same
+// sequence of the same kernels: norm (residual add fused), fused qkv,
 // rotary, KV write, paged attention (causal SDPA for fresh prompts), o, norm, gate|up, SiLU*up,
 // down. firebox/models/native_stack.py builds it from a loaded model and checks that it applies.
 
@@ -17,21 +17,17 @@
 namespace {
 
 struct StackLinear {
-  int64_t bits = 0;            // 4 or 8: group kernel for steps of up to max_small_rows rows; 0: dense only
-  int64_t max_small_rows = 0;
+  int64_t bits = 0;               // 4 or 8: the group kernel; 0: the dense weight
+  int64_t out_features = 0;
   at::Tensor packed, scale, low;  // group weights (low: q4 only)
-  at::Tensor dense;               // [out, in], bf16 or fp32
+  at::Tensor dense;               // [out, in] fp32, when bits == 0
   at::Tensor bias;                // undefined when the layer has none
-  at::Tensor dense_bias;          // bias in the dense dtype
 
   at::Tensor operator()(const at::Tensor& x) const {
-    if (bits != 0 && x.size(0) <= max_small_rows) {
-      at::Tensor out = bits == 4 ? firebox::q4_gemv(x.contiguous(), packed, scale, low)
-                                 : firebox::q8_gemv(x.contiguous(), packed, scale);
-      return bias.defined() ? out.add_(bias) : out;
-    }
-    const at::Tensor y = at::linear(x.to(dense.scalar_type()), dense, dense_bias);
-    return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
+    if (bits == 0) return at::linear(x, dense, bias);
+    at::Tensor out = bits == 4 ? firebox::q4_matmul(x, packed, scale, low, out_features)
+                               : firebox::q8_matmul(x, packed, scale, out_features);
+    return bias.defined() ? out.add_(bias) : out;
   }
 };
 
@@ -48,7 +44,7 @@ class DecoderStack : public torch::CustomClassHolder {
         eps_(eps), scale_(scale) {}
 
   // tensors: input_norm, post_norm, then for qkv, o, gate_up, down: packed, scale, low, dense, bias
-  // ints:    for qkv, o, gate_up, down: bits, max_small_rows, has_bias
+  // ints:    for qkv, o, gate_up, down: bits, out_features, has_bias
   void add_layer(std::vector<at::Tensor> tensors, std::vector<int64_t> ints) {
     TORCH_CHECK(tensors.size() == 2 + 4 * 5 && ints.size() == 4 * 3, "add_layer: 22 tensors and 12 ints");
     StackLayer layer{tensors[0], tensors[1], {}, {}, {}, {}};
@@ -57,15 +53,12 @@ class DecoderStack : public torch::CustomClassHolder {
       StackLinear& lin = *linears[i];
       const at::Tensor* t = &tensors[2 + 5 * i];
       lin.bits = ints[3 * i];
-      lin.max_small_rows = ints[3 * i + 1];
+      lin.out_features = ints[3 * i + 1];
       lin.packed = t[0];
       lin.scale = t[1];
       lin.low = t[2];
       lin.dense = t[3];
-      if (ints[3 * i + 2] != 0) {
-        lin.bias = t[4];
-        lin.dense_bias = t[4].to(lin.dense.scalar_type());
-      }
+      if (ints[3 * i + 2] != 0) lin.bias = t[4];
     }
     layers_.push_back(std::move(layer));
   }

@@ -5,8 +5,8 @@
 
 namespace firebox {
 
-at::Tensor q4_gemv(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low);
-at::Tensor q8_gemv(at::Tensor x, at::Tensor packed, at::Tensor scale);
+at::Tensor q4_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low, int64_t N);
+at::Tensor q8_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, int64_t N);
 void paged_attention(at::Tensor out, at::Tensor q, at::Tensor k_pool, at::Tensor v_pool, at::Tensor block_table,
                      at::Tensor token_row, at::Tensor kv_len, double scale);
 void write_kv(at::Tensor k, at::Tensor v, at::Tensor k_pool, at::Tensor v_pool, at::Tensor slots);

@@ -1,11 +1,11 @@
-"""Weight kernels for `Linear`: which matmul runs depends on how many rows the step has.
+"""Weight kernels for `Linear`: the checkpoint's 4- or 8-bit weights, multiplied as they are.
 
-A decode step with few requests is memory-bound (every weight byte is read once per step), so
-the weight stays 4- or 8-bit and is widened in registers: firebox's native group kernels
-(`engine/runner/csrc/group_gemv.cpp`), or torch's tinygemm int4 kernel where the native ones did
-not build. A large step (prefill, big batches) is compute-bound: a dense matmul (bf16 where the
-CPU has native bf16 dot products, else the model dtype) does more useful work per byte.
-`BatchAdaptiveKernel` holds both forms of a weight and picks per call.
+firebox's group kernels (`kernels/csrc/group_matmul.cpp`) keep each weight in its 4- or 8-bit grid
+with one scale (and for 4-bit one offset) per group of 32 inputs, quantize the activations per
+group to int16 on entry, and multiply with integer instructions: one kernel for every number of
+rows, whose result for a row never depends on the other rows of the step (batch invariance).
+Where the native kernels did not build, 4-bit weights fall back to torch's tinygemm int4 kernel
+for small steps (`BatchAdaptiveKernel`, with a dense matmul for large ones).
 
 Grids: q4 is w = scale * q + low per group of 32 input columns (GGUF Q4_1's grid, so Q4_0/Q4_1
 weights repack without loss); q8 is w = scale * q (GGUF Q8_0's grid).
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 GROUP_SIZE = 32
+COLUMN_BLOCK = 16  # output columns per SIMD register in the native layout
 MatMul = Callable[[torch.Tensor], torch.Tensor]  # [n, in] -> [n, out]
 
 
@@ -30,34 +31,68 @@ def _groups(weight: torch.Tensor) -> torch.Tensor:  # [out, in] -> [out, in / 32
     return weight.float().view(out_features, in_features // GROUP_SIZE, GROUP_SIZE)
 
 
+def _column_blocks(t: torch.Tensor) -> torch.Tensor:
+    """[out, ...] -> [out / 16, 16, ...], zero-padding out to a multiple of 16."""
+    pad = -t.shape[0] % COLUMN_BLOCK
+    if pad:
+        t = torch.cat((t, t.new_zeros(pad, *t.shape[1:])))
+    return t.view(-1, COLUMN_BLOCK, *t.shape[1:])
+
+
+def _per_group(v: torch.Tensor) -> torch.Tensor:  # [out, groups] -> [out / 16, groups, 16] fp32
+    return _column_blocks(v).transpose(1, 2).contiguous()
+
+
+def _pairs(q: torch.Tensor) -> torch.Tensor:  # [out, groups, 32] -> [out / 16, groups, 16 pairs, 16, 2]
+    blocks = _column_blocks(q)  # [nb, 16, groups, 32]
+    return blocks.view(*blocks.shape[:3], GROUP_SIZE // 2, 2).permute(0, 2, 3, 1, 4).contiguous()
+
+
 @dataclass(slots=True)
-class Q4Weight:
-    packed: torch.Tensor  # [out, in / 2] uint8; in group g byte i = q[32g+i] | q[32g+16+i] << 4
+class Q4Grid:
+    """w = scale * q + low per group of 32: q [out, in / 32, 32] uint8 in 0..15."""
+
+    q: torch.Tensor
     scale: torch.Tensor  # [out, in / 32] fp32
     low: torch.Tensor  # [out, in / 32] fp32
 
-    def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.firebox.q4_gemv(x.float().contiguous(), self.packed, self.scale, self.low).to(x.dtype)
 
-
-@dataclass(slots=True)
-class Q8Weight:
-    packed: torch.Tensor  # [out, in] int8
-    scale: torch.Tensor  # [out, in / 32] fp32
-
-    def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.firebox.q8_gemv(x.float().contiguous(), self.packed, self.scale).to(x.dtype)
-
-
-def quantize_q4(weight: torch.Tensor) -> Q4Weight:
+def q4_grid(weight: torch.Tensor) -> Q4Grid:
     """Asymmetric 4-bit per group of 32: each group's min and max span the 16 levels."""
     groups = _groups(weight)
     low = groups.amin(-1)
     scale = ((groups.amax(-1) - low) / 15).clamp(min=torch.finfo(torch.float32).tiny)
     q = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8)
-    half = GROUP_SIZE // 2
-    packed = (q[..., :half] | (q[..., half:] << 4)).reshape(weight.shape[0], -1)
-    return Q4Weight(packed.contiguous(), scale.contiguous(), low.contiguous())
+    return Q4Grid(q, scale, low)
+
+
+@dataclass(slots=True)
+class Q4Weight:
+    packed: torch.Tensor  # [out / 16, in / 32, 16 pairs, 16 columns] uint8: q[2j] | q[2j + 1] << 4
+    scale: torch.Tensor  # [out / 16, in / 32, 16] fp32
+    low: torch.Tensor  # [out / 16, in / 32, 16] fp32
+    out_features: int
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.ops.firebox.q4_matmul(x.float(), self.packed, self.scale, self.low, self.out_features)
+        return out.to(x.dtype)
+
+
+@dataclass(slots=True)
+class Q8Weight:
+    packed: torch.Tensor  # [out / 16, in / 32, 16 pairs, 16 columns, 2] int8
+    scale: torch.Tensor  # [out / 16, in / 32, 16] fp32
+    out_features: int
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.firebox.q8_matmul(x.float(), self.packed, self.scale, self.out_features).to(x.dtype)
+
+
+def quantize_q4(weight: torch.Tensor) -> Q4Weight:
+    grid = q4_grid(weight)
+    pairs = _pairs(grid.q)
+    packed = pairs[..., 0] | (pairs[..., 1] << 4)
+    return Q4Weight(packed.contiguous(), _per_group(grid.scale), _per_group(grid.low), weight.shape[0])
 
 
 def quantize_q8(weight: torch.Tensor) -> Q8Weight:
@@ -65,7 +100,8 @@ def quantize_q8(weight: torch.Tensor) -> Q8Weight:
     groups = _groups(weight)
     scale = (groups.abs().amax(-1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
     q = (groups / scale[..., None]).round().clamp(-127, 127).to(torch.int8)
-    return Q8Weight(q.reshape(weight.shape).contiguous(), scale.contiguous())
+    pairs = _pairs(q)  # [nb, groups, 16 pairs, 16, 2]
+    return Q8Weight(pairs.reshape(*pairs.shape[:3], -1), _per_group(scale), weight.shape[0])
 
 
 @dataclass(slots=True)
@@ -80,18 +116,28 @@ class TinyGemmInt4Weight:
 
 
 def quantize_tinygemm_int4(weight: torch.Tensor) -> TinyGemmInt4Weight:
-    q4 = quantize_q4(weight)
-    half = GROUP_SIZE // 2
-    nibbles = torch.stack((q4.packed & 0x0F, q4.packed >> 4), dim=-1)  # [out, in/2, 2]
-    groups = nibbles.view(weight.shape[0], -1, half, 2).transpose(-1, -2)  # [out, in/32, 2, 16]
-    q = groups.reshape(weight.shape).to(torch.int32)
-    zero = q4.low + 8 * q4.scale
-    scales_zeros = torch.stack((q4.scale, zero), dim=-1).transpose(0, 1).contiguous()
+    grid = q4_grid(weight)
+    q = grid.q.reshape(weight.shape).to(torch.int32)
+    zero = grid.low + 8 * grid.scale
+    scales_zeros = torch.stack((grid.scale, zero), dim=-1).transpose(0, 1).contiguous()
     return TinyGemmInt4Weight(torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1), scales_zeros)
 
 
+class GroupKernel:
+    """A group-quantized weight's matmul for every step size, plus the layer's bias."""
+
+    def __init__(self, weight: Q4Weight | Q8Weight, bias: torch.Tensor | None) -> None:
+        self.weight = weight
+        self.bias = bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # [n, in] -> [n, out]
+        out = self.weight.matmul(x)
+        return out if self.bias is None else out + self.bias
+
+
 class BatchAdaptiveKernel:
-    """A weight-only quantized matmul up to `max_small_rows` rows, a dense matmul beyond."""
+    """A weight-only quantized matmul up to `max_small_rows` rows, a dense matmul beyond (the
+    fallback where firebox's native kernels are unavailable)."""
 
     def __init__(
         self,
