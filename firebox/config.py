@@ -155,6 +155,15 @@ class DeploymentConfig:
             raise ValueError("prefix_affinity_tokens must be >= 1, affinity_slack >= 0, restart_backoff_s > 0")
 
 
+def kernel_cache_dir() -> Path:
+    """Where the native kernels are compiled, per machine (`FIREBOX_KERNEL_CACHE`, else
+    `$XDG_CACHE_HOME/firebox/kernels`, else `~/.cache/firebox/kernels`)."""
+    explicit = os.environ.get("FIREBOX_KERNEL_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "firebox" / "kernels"
+
+
 def _default_data_dir() -> Path:
     return Path(os.environ.get("FIREBOX_DATA_DIR", Path.home() / ".firebox"))
 

@@ -13,6 +13,8 @@ from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
 from firebox.kernels import has_native_op, load_native
 from firebox.models.layers.quant import (
     BatchAdaptiveKernel,
+    pack_q4_reference,
+    pack_q8_reference,
     quantize_q4,
     quantize_q8,
     quantize_tinygemm_int4,
@@ -66,6 +68,15 @@ def test_q4_repacks_a_q4_1_grid_without_loss() -> None:
     x = torch.randn(2, 128)
     _assert_within_int16_rounding(quantize_q4(weight).matmul(x), x, weight)
     torch.testing.assert_close(quantize_tinygemm_int4(weight).matmul(x), x @ weight.T, rtol=1e-4, atol=1e-3)
+
+
+def test_native_packing_equals_the_torch_reference_bit_for_bit() -> None:
+    torch.manual_seed(4)
+    weight = torch.randn(70, 96)  # 70 columns: a zero-padded last block
+    weight[3, :32] = 0.5  # a constant group: its scale is the smallest normal float
+    for native, reference in ((quantize_q4(weight), pack_q4_reference(weight)), (quantize_q8(weight), pack_q8_reference(weight))):
+        for field in ("packed", "scale", "low") if hasattr(native, "low") else ("packed", "scale"):
+            assert torch.equal(getattr(native, field), getattr(reference, field)), field
 
 
 def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch() -> None:

@@ -97,7 +97,9 @@ class ModelRunner:
         shape = self.attn_backend.kv_cache_shape(
             num_blocks, self.block_size, self.arch.num_key_value_heads, self.arch.head_dim
         )
-        return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.arch.num_hidden_layers)]
+        return [
+            self.attn_backend.allocate_kv_cache(shape, self.dtype, self.device) for _ in range(self.arch.num_hidden_layers)
+        ]
 
     @torch.inference_mode()
     def execute(self, batch: SchedulerOutput) -> ModelRunnerOutput:

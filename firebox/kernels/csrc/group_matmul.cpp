@@ -29,6 +29,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <tuple>
 
 #include "ops.h"
 
@@ -289,9 +291,101 @@ void check_weights(const at::Tensor& packed, const at::Tensor& scale, int64_t N,
               "scales: fp32 [N/16, groups, 16]");
 }
 
+// --- packing ----------------------------------------------------------------------------------
+// The layouts above from an fp32 [N, K] weight, with the same arithmetic as quant.py's reference
+// (q4_grid / quantize_q8): torch rounds half to even, as nearbyint does here. Columns past N (the
+// padding of the last block) are zero.
+
+void pack_block_q4(const float* w, int64_t N, int64_t K, int64_t nb, uint8_t* packed, float* scale, float* low) {
+  const int64_t groups = K / kGroup;
+  for (int64_t c = 0; c < kBlock; ++c) {
+    const int64_t n = nb * kBlock + c;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t at = (nb * groups + g) * kBlock + c;
+      uint8_t* cells = packed + (nb * groups + g) * kPairs * kBlock + c;
+      if (n >= N) {
+        scale[at] = 0.f;
+        low[at] = 0.f;
+        for (int64_t j = 0; j < kPairs; ++j) cells[j * kBlock] = 0;
+        continue;
+      }
+      const float* wg = w + n * K + g * kGroup;
+      float lo = wg[0], hi = wg[0];
+      for (int64_t k = 1; k < kGroup; ++k) {
+        lo = std::min(lo, wg[k]);
+        hi = std::max(hi, wg[k]);
+      }
+      const float sc = std::max((hi - lo) / 15.f, std::numeric_limits<float>::min());
+      scale[at] = sc;
+      low[at] = lo;
+      for (int64_t j = 0; j < kPairs; ++j) {
+        const auto level = [&](float v) {
+          return static_cast<uint8_t>(std::min(15.f, std::max(0.f, std::nearbyint((v - lo) / sc))));
+        };
+        cells[j * kBlock] = level(wg[2 * j]) | (level(wg[2 * j + 1]) << 4);
+      }
+    }
+  }
+}
+
+void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* packed, float* scale) {
+  const int64_t groups = K / kGroup;
+  for (int64_t c = 0; c < kBlock; ++c) {
+    const int64_t n = nb * kBlock + c;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t at = (nb * groups + g) * kBlock + c;
+      int8_t* cells = packed + ((nb * groups + g) * kPairs * kBlock + c) * 2;
+      if (n >= N) {
+        scale[at] = 0.f;
+        for (int64_t j = 0; j < kPairs; ++j) cells[j * kBlock * 2] = cells[j * kBlock * 2 + 1] = 0;
+        continue;
+      }
+      const float* wg = w + n * K + g * kGroup;
+      float amax = 0.f;
+      for (int64_t k = 0; k < kGroup; ++k) amax = std::max(amax, std::fabs(wg[k]));
+      const float sc = std::max(amax / 127.f, std::numeric_limits<float>::min());
+      scale[at] = sc;
+      for (int64_t k = 0; k < kGroup; ++k)
+        cells[(k / 2) * kBlock * 2 + k % 2] =
+            static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(wg[k] / sc))));
+    }
+  }
+}
+
+at::Tensor checked_weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) % kGroup == 0, "weight: [N, K] with K a multiple of 32");
+  return weight.to(at::kFloat).contiguous();
+}
+
 }  // namespace
 
 namespace firebox {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4(at::Tensor weight) {
+  const at::Tensor w = checked_weight(weight);
+  const int64_t N = w.size(0), K = w.size(1), groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
+  at::Tensor packed = at::empty({blocks, groups, kPairs, kBlock}, w.options().dtype(at::kByte));
+  at::Tensor scale = at::empty({blocks, groups, kBlock}, w.options());
+  at::Tensor low = at::empty({blocks, groups, kBlock}, w.options());
+  at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
+    for (int64_t nb = b; nb < e; ++nb)
+      pack_block_q4(w.data_ptr<float>(), N, K, nb, packed.data_ptr<uint8_t>(), scale.data_ptr<float>(),
+                    low.data_ptr<float>());
+  });
+  return {packed, scale, low};
+}
+
+std::tuple<at::Tensor, at::Tensor> pack_q8(at::Tensor weight) {
+  const at::Tensor w = checked_weight(weight);
+  const int64_t N = w.size(0), K = w.size(1), groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
+  at::Tensor packed = at::empty({blocks, groups, kPairs, kBlock * 2}, w.options().dtype(at::kChar));
+  at::Tensor scale = at::empty({blocks, groups, kBlock}, w.options());
+  at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
+    for (int64_t nb = b; nb < e; ++nb)
+      pack_block_q8(w.data_ptr<float>(), N, K, nb, packed.data_ptr<int8_t>(), scale.data_ptr<float>());
+  });
+  return {packed, scale};
+}
 
 at::Tensor q4_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low, int64_t N) {
   check_weights(packed, scale, N, 1);
@@ -314,9 +408,13 @@ at::Tensor q8_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, int64_t 
 TORCH_LIBRARY_FRAGMENT(firebox, m) {
   m.def("q4_matmul(Tensor x, Tensor packed, Tensor scale, Tensor low, int N) -> Tensor");
   m.def("q8_matmul(Tensor x, Tensor packed, Tensor scale, int N) -> Tensor");
+  m.def("pack_q4(Tensor weight) -> (Tensor, Tensor, Tensor)");
+  m.def("pack_q8(Tensor weight) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(firebox, CPU, m) {
   m.impl("q4_matmul", &firebox::q4_matmul);
   m.impl("q8_matmul", &firebox::q8_matmul);
+  m.impl("pack_q4", &firebox::pack_q4);
+  m.impl("pack_q8", &firebox::pack_q8);
 }

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from firebox.kernels import has_native_op
+
 GROUP_SIZE = 32
 COLUMN_BLOCK = 16  # output columns per SIMD register in the native layout
 MatMul = Callable[[torch.Tensor], torch.Tensor]  # [n, in] -> [n, out]
@@ -46,6 +48,11 @@ def _per_group(v: torch.Tensor) -> torch.Tensor:  # [out, groups] -> [out / 16, 
 def _pairs(q: torch.Tensor) -> torch.Tensor:  # [out, groups, 32] -> [out / 16, groups, 16 pairs, 16, 2]
     blocks = _column_blocks(q)  # [nb, 16, groups, 32]
     return blocks.view(*blocks.shape[:3], GROUP_SIZE // 2, 2).permute(0, 2, 3, 1, 4).contiguous()
+
+
+def _has_packing_ops() -> bool:
+    """The packing ops are 20x faster than the torch reference below (load time)."""
+    return has_native_op("pack_q4")
 
 
 @dataclass(slots=True)
@@ -89,14 +96,30 @@ class Q8Weight:
 
 
 def quantize_q4(weight: torch.Tensor) -> Q4Weight:
+    """`weight` on the q4 grid, in the native layout."""
+    if _has_packing_ops():
+        packed, scale, low = torch.ops.firebox.pack_q4(weight)
+        return Q4Weight(packed, scale, low, weight.shape[0])
+    return pack_q4_reference(weight)
+
+
+def quantize_q8(weight: torch.Tensor) -> Q8Weight:
+    """`weight` on the q8 grid (symmetric 8-bit per group of 32), in the native layout."""
+    if _has_packing_ops():
+        packed, scale = torch.ops.firebox.pack_q8(weight)
+        return Q8Weight(packed, scale, weight.shape[0])
+    return pack_q8_reference(weight)
+
+
+def pack_q4_reference(weight: torch.Tensor) -> Q4Weight:
+    """quantize_q4 in torch ops: what the native packing op must reproduce bit for bit."""
     grid = q4_grid(weight)
     pairs = _pairs(grid.q)
     packed = pairs[..., 0] | (pairs[..., 1] << 4)
     return Q4Weight(packed.contiguous(), _per_group(grid.scale), _per_group(grid.low), weight.shape[0])
 
 
-def quantize_q8(weight: torch.Tensor) -> Q8Weight:
-    """Symmetric 8-bit per group of 32."""
+def pack_q8_reference(weight: torch.Tensor) -> Q8Weight:
     groups = _groups(weight)
     scale = (groups.abs().amax(-1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
     q = (groups / scale[..., None]).round().clamp(-127, 127).to(torch.int8)

@@ -41,6 +41,10 @@ class AttentionBackend(Protocol):
         """Shape of one layer's KV tensor, keys and values together."""
         ...
 
+    def allocate_kv_cache(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """One layer's KV tensor (zeroed unless the backend never reads a slot before writing it)."""
+        ...
+
     def build_metadata(self, batch: AttentionBatch, device: torch.device) -> Any:
         """Turn the step's layout into the tensors `forward` needs (slot mapping, gather tables,
         masks). Called once per step, shared by every layer."""

@@ -45,6 +45,10 @@ def _padded(rows: list[list[int]]) -> torch.Tensor:
 
 
 class TorchAttentionBackend:
+    def allocate_kv_cache(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        # zeroed: a padded gather reads unwritten slots, and 0 * NaN garbage would be NaN
+        return torch.zeros(shape, dtype=dtype, device=device)
+
     def kv_cache_shape(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple[int, ...]:
         return (2, num_blocks, block_size, num_kv_heads, head_dim)
 
