@@ -6,26 +6,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import inspect
 import logging
 import re
-import signal
+import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
-import uvicorn
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from firebox.api.app import create_app
-from firebox.api.state import Lifecycle
 from firebox.bench.cli import bench_app
+from firebox.cli_catalog import catalog_engines
+from firebox.cli_keys import keys_app
 from firebox.config import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_SOURCE,
@@ -36,9 +29,7 @@ from firebox.config import (
     SchedulerConfig,
     ServerConfig,
 )
-from firebox.cli_catalog import add_deployments, catalog_engines, server_catalog
-from firebox.cli_keys import keys_app
-from firebox.serving.registry import ModelRegistry, split_model_name
+from firebox.names import split_model_name
 
 app = typer.Typer(help="firebox: a self-hostable, Fireworks-compatible inference server.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -191,9 +182,7 @@ def serve(
         config = build_server_config(model or [DEFAULT_MODEL_SOURCE], opts)
     except ValueError as exc:  # a config's own validation
         raise typer.BadParameter(str(exc)) from exc
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with asyncio.Runner(loop_factory=_fast_event_loop()) as runner:
-        runner.run(run_server(config, shutdown_grace, log_level))
+    run_server(config, shutdown_grace, log_level)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -209,146 +198,51 @@ def _fast_event_loop() -> Any:
     return uvloop.new_event_loop
 
 
-def start_engines(config: ServerConfig, console: Console, engines: list[tuple[str, Any]]) -> None:
-    """One engine per model, appended to `engines` as each starts (so a failure later still shuts
-    the earlier ones down), with a progress bar per model while its weights load."""
-    from firebox.engine.launch import start_engine  # torch and the loaders: only when serving
+def launch_engines(config: ServerConfig) -> list[Any]:
+    """Start every engine process now, before the server's own imports and set-up: the models load
+    meanwhile. Each launch's `wait(progress)` gives its engine (thread engines load there).
 
-    if config.engine_process:
-        from firebox.engine.process import start_process_engine as start_engine
+    On Linux the children are forked: this process has no threads yet and has imported little,
+    and a fork skips a fresh interpreter's start and imports (a fifth of a second). Replicas
+    started later, from the running server, are spawned."""
+    if not config.engine_process:
+        return [_ThreadEngineLaunch(engine) for engine in config.engines]
+    from firebox.engine.process import launch_process_engine
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        for engine_config in config.engines:
-            task = progress.add_task(f"loading {engine_config.model.name}", total=None)
-
-            def report(done: int, total: int, task: Any = task) -> None:
-                progress.update(task, completed=done, total=total)
-
-            engines.append((engine_config.model.name, start_engine(engine_config, report)))
-            progress.update(task, completed=1, total=1)
+    start_method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
+    return [launch_process_engine(engine, start_method) for engine in config.engines]
 
 
-async def shutdown_engines(engines: list[tuple[str, Any]]) -> None:
-    for name, engine in engines:
-        shutdown = getattr(engine, "shutdown", None)
-        if shutdown is None:
-            continue
-        try:
-            if inspect.iscoroutinefunction(shutdown):
-                await shutdown()
-            else:
-                await asyncio.to_thread(shutdown)
-        except Exception:
-            logger.exception("engine %s did not shut down cleanly", name)
+class _ThreadEngineLaunch:
+    """An engine on a thread of the server: nothing to start early."""
 
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
 
-def log_startup(console: Console, config: ServerConfig, engines: list[tuple[str, Any]], is_open: bool) -> None:
-    url = f"http://{config.host}:{config.port}"
-    console.print(f"[bold green]firebox[/] serving on [bold]{url}[/]")
-    console.print(f"  openai SDK:    base_url={url}/inference/v1")
-    console.print(f"  fireworks SDK: base_url={url}")
-    for name, engine in engines:
-        console.print(f"  model [bold]{name}[/] (context {engine.model_info.max_model_len} tokens)")
-    console.print(f"  dashboard:     {url}/dashboard   metrics: {url}/metrics")
-    if is_open:
-        console.print("  auth: [bold red]OFF[/] - no API key configured, every client is accepted")
-    else:
-        console.print("  auth: on (send 'Authorization: Bearer <key>'; manage keys with `firebox keys`)")
-
-
-def build_app(config: ServerConfig, engines: list[tuple[str, Any]], platform: Any, lifecycle: Lifecycle) -> Any:
-    """The HTTP app over the started engines, with the platform's auth, usage, limits and routes."""
-    from firebox.api.routes.control_plane import control_plane_router
-    from firebox.api.routes.dashboard import dashboard_router
-    from firebox.api.routes.metrics import metrics_router
-    from firebox.api.routes.usage import usage_router
-
-    catalog = server_catalog(config)
-    registry = ModelRegistry()
-    for name, engine in engines:
-        entry = catalog.get(name)
-        registry.add(name, engine, public=entry.is_public if entry else None)
-        platform.metrics.add_engine(name, lambda engine=engine: engine.stats)
-    deployments, deployment_routers = add_deployments(config, registry, platform)
-    routers = [
-        control_plane_router(platform.accounts, platform.keys, platform.authenticator),
-        usage_router(platform.usage_query, platform.accounts, platform.authenticator),
-        metrics_router(platform.metrics),
-        dashboard_router(),
-        *deployment_routers,
-    ]
-    app = create_app(
-        registry,
-        platform.authenticator,
-        platform.completion_callbacks(),
-        config,
-        extra_routers=routers,
-        lifecycle=lifecycle,
-        rate_limiter=platform.rate_limiter,
-        response_store=platform.responses,
-    )
-    app.state.deployments = deployments  # run_server starts and stops it on the serving loop
-    return app
-
-
-async def run_server(config: ServerConfig, shutdown_grace: float, log_level: str = "info") -> None:
-    from firebox.platform.services import Platform
-
-    console = Console(stderr=True)
-    engines: list[tuple[str, Any]] = []
-    deployments = None
-    platform = Platform.open(config.data_dir, config.database_url, admin_keys=config.api_keys)
-    try:
-        start_engines(config, console, engines)
-        lifecycle = Lifecycle()
-        app = build_app(config, engines, platform, lifecycle)
-        deployments = app.state.deployments
-        await deployments.start()
-        uv_config = uvicorn.Config(
-            app,
-            host=config.host,
-            port=config.port,
-            log_level=log_level,
-            timeout_graceful_shutdown=max(shutdown_grace, 0.1),
+    def wait(self, progress: Any = None) -> Any:
+        from firebox.engine.launch import (
+            start_engine,  # torch and the loaders: only when serving
         )
-        log_startup(console, config, engines, platform.authenticator.is_open())
-        await DrainingServer(uv_config, lifecycle).serve()
-    finally:
-        if deployments is not None:
-            await deployments.close()
-        await shutdown_engines(engines)
-        platform.close()
+
+        return start_engine(self.config, progress)
+
+    def cancel(self) -> None:
+        pass
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn's server, but a shutdown signal first turns new requests into 503s.
-
-    uvicorn then stops listening, lets running requests finish for `timeout_graceful_shutdown`
-    seconds and cancels the rest (a cancelled stream aborts its engine requests)."""
-
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
-        super().__init__(config)
-        self.lifecycle = lifecycle
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """As uvicorn's, minus re-raising the signal afterwards: the engines still have to stop."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in originals.items():
-                signal.signal(sig, handler)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.lifecycle.is_draining:
-            logger.info("shutting down: new requests get 503, running ones may finish")
-        self.lifecycle.is_draining = True
-        super().handle_exit(sig, frame)
+def run_server(config: ServerConfig, shutdown_grace: float, log_level: str = "info") -> None:
+    """Start the engines, then serve on the fast event loop until a shutdown signal."""
+    launches = launch_engines(config)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # FastAPI, SQLAlchemy, uvicorn: imported while the models load
+        from firebox.server import serve_app
+    except BaseException:
+        for launch in launches:
+            launch.cancel()
+        raise
+    with asyncio.Runner(loop_factory=_fast_event_loop()) as runner:
+        runner.run(serve_app(config, launches, shutdown_grace, log_level))
 
 
 def main() -> None:

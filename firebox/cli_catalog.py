@@ -8,13 +8,15 @@ shared pool's engines; deployment-only models and every deployment run on replic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from fastapi import APIRouter
+from typing import TYPE_CHECKING, Any
 
 from firebox.catalog import Catalog, catalog_from_engines, load_catalog
 from firebox.config import EngineConfig, ServerConfig
-from firebox.serving.registry import ModelRegistry
+
+if TYPE_CHECKING:  # the command line reads catalogs before FastAPI is imported
+    from fastapi import APIRouter
+
+    from firebox.serving.registry import ModelRegistry
 
 
 def catalog_engines(path: Path, base: EngineConfig) -> tuple[EngineConfig, ...]:

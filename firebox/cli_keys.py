@@ -8,16 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from firebox.config import DEFAULT_ACCOUNT, ServerConfig
-from firebox.platform.accounts import AccountStore
-from firebox.platform.db import Database
-from firebox.platform.errors import PlatformError
-from firebox.platform.keys import ApiKey, KeyStore
-from firebox.platform.times import format_time, parse_time
+
+if TYPE_CHECKING:  # SQLAlchemy is imported by the commands that use it, not by every `firebox` run
+    from firebox.platform.db import Database
+    from firebox.platform.keys import ApiKey
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed; a key is shown once, at creation).",
                        no_args_is_help=True)
@@ -30,6 +29,9 @@ AccountOption = Annotated[str, typer.Option("--account", help="Account id.")]
 
 @contextmanager
 def _database(data_dir: Path | None, database_url: str | None) -> Iterator[Database]:
+    from firebox.platform.db import Database
+    from firebox.platform.errors import PlatformError
+
     defaults = ServerConfig()
     data_dir = data_dir or defaults.data_dir
     database = Database.open(data_dir, database_url or defaults.database_url)
@@ -54,6 +56,10 @@ def create_key(
     database_url: DatabaseOption = None,
 ) -> None:
     """Create a key; the account and user are created if they do not exist."""
+    from firebox.platform.accounts import AccountStore
+    from firebox.platform.keys import KeyStore
+    from firebox.platform.times import parse_time
+
     with _database(data_dir, database_url) as database:
         accounts = AccountStore(database)
         accounts.ensure_account(account)
@@ -66,6 +72,8 @@ def create_key(
 
 
 def _row(api_key: ApiKey) -> str:
+    from firebox.platform.times import format_time
+
     expires = format_time(api_key.expire_time) if api_key.expire_time else "never"
     limits = f"rpm={api_key.requests_per_minute or '-'} tpm={api_key.tokens_per_minute or '-'}"
     return "\t".join((api_key.key_id, api_key.prefix + "…", api_key.user_id, api_key.display_name,
@@ -76,6 +84,8 @@ def _row(api_key: ApiKey) -> str:
 def list_keys(account: AccountOption = DEFAULT_ACCOUNT, data_dir: DataDirOption = None,
               database_url: DatabaseOption = None) -> None:
     """List the keys of an account (prefixes only: the keys themselves are not stored)."""
+    from firebox.platform.keys import KeyStore
+
     with _database(data_dir, database_url) as database:
         keys = KeyStore(database).list(account)
     typer.echo("\t".join(("KEY_ID", "PREFIX", "USER", "NAME", "CREATED", "EXPIRES", "LIMITS")))
@@ -88,6 +98,8 @@ def delete_key(key_id: Annotated[str, typer.Argument(help="The key id shown by `
                account: AccountOption = DEFAULT_ACCOUNT, data_dir: DataDirOption = None,
                database_url: DatabaseOption = None) -> None:
     """Delete a key; requests with it are refused within seconds."""
+    from firebox.platform.keys import KeyStore
+
     with _database(data_dir, database_url) as database:
         KeyStore(database).delete(account, key_id)
     typer.echo(f"deleted {key_id}")

@@ -25,7 +25,17 @@ from multiprocessing.process import BaseProcess
 
 from firebox.config import EngineConfig
 from firebox.engine.describe import ModelDescription, describe_model
-from firebox.engine.ipc import Abort, Command, Failed, Loading, Ready, Shutdown, Step, receive, send
+from firebox.engine.ipc import (
+    Abort,
+    Command,
+    Failed,
+    Loading,
+    Ready,
+    Shutdown,
+    Step,
+    receive,
+    send,
+)
 from firebox.engine.launch import Progress, build_core
 from firebox.engine.process_worker import CoreBuilder, run_engine_process
 from firebox.engine.stats import EngineStats
@@ -86,7 +96,16 @@ class ProcessEngine:
     ) -> ProcessEngine:
         """Spawn the engine process and wait until its model is loaded (blocking). Raises
         EngineStartError with the child's error if loading fails."""
-        context = multiprocessing.get_context("spawn")
+        return cls.launch(config, build=build).wait(progress, description=description, timeout=timeout)
+
+    @classmethod
+    def launch(
+        cls, config: EngineConfig, *, build: CoreBuilder = build_core, start_method: str = "spawn"
+    ) -> PendingProcessEngine:
+        """Start the engine process and return at once: the child loads its model while the
+        caller does other work, then `wait()` gives the engine. "spawn" is safe anywhere; "fork"
+        skips a fresh interpreter and its imports, and is only for a parent with no threads yet."""
+        context = multiprocessing.get_context(start_method)
         conn, child_conn = context.Pipe()
         level = logging.getLogger().getEffectiveLevel()
         process = context.Process(
@@ -97,14 +116,7 @@ class ProcessEngine:
         )
         process.start()
         child_conn.close()  # ours closed, so the child's death reads as EOF here
-        try:
-            tokenizer = (description or describe_model(config)).tokenizer  # while the child loads
-            ready = _wait_until_ready(conn, process, progress, timeout)
-        except BaseException:
-            _kill(process)
-            conn.close()
-            raise
-        return cls(process, conn, ready, tokenizer)
+        return PendingProcessEngine(config, process, conn)
 
     @property
     def stats(self) -> EngineStats:
@@ -239,6 +251,36 @@ class ProcessEngine:
         _post(by_loop)
 
 
+@dataclass(slots=True)
+class PendingProcessEngine:
+    """An engine process that is still loading its model."""
+
+    config: EngineConfig
+    process: BaseProcess
+    conn: Connection
+
+    def wait(
+        self,
+        progress: Progress | None = None,
+        *,
+        description: ModelDescription | None = None,
+        timeout: float = DEFAULT_START_TIMEOUT_S,
+    ) -> ProcessEngine:
+        """Block until the model is loaded; EngineStartError with the child's error if it fails."""
+        try:
+            tokenizer = (description or describe_model(self.config)).tokenizer  # while the child loads
+            ready = _wait_until_ready(self.conn, self.process, progress, timeout)
+        except BaseException:
+            self.cancel()
+            raise
+        return ProcessEngine(self.process, self.conn, ready, tokenizer)
+
+    def cancel(self) -> None:
+        """Stop the child without waiting for its model."""
+        _kill(self.process)
+        self.conn.close()
+
+
 def _post(by_loop: dict[asyncio.AbstractEventLoop, list]) -> None:
     for loop, items in by_loop.items():
         try:
@@ -274,3 +316,8 @@ def _kill(process: BaseProcess) -> None:
 def start_process_engine(config: EngineConfig, progress: Progress | None = None) -> ProcessEngine:
     """`launch.start_engine`'s counterpart: the engine in its own process."""
     return ProcessEngine.start(config, progress)
+
+
+def launch_process_engine(config: EngineConfig, start_method: str = "spawn") -> PendingProcessEngine:
+    """Start loading `config`'s model in its own process; `.wait(progress)` gives the engine."""
+    return ProcessEngine.launch(config, start_method=start_method)

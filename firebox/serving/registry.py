@@ -8,7 +8,6 @@ ever call `resolve`.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,24 +15,8 @@ from typing import Any, Protocol
 
 from firebox.config import DEFAULT_ACCOUNT
 from firebox.engine.types import EngineClient
+from firebox.names import split_deployment_name, split_model_name
 from firebox.serving.errors import ModelNotFoundError
-
-_FULL_NAME = re.compile(r"accounts/(?P<account>[^/#]+)/models/(?P<model_id>[^/#]+)")
-_DEPLOYMENT_NAME = re.compile(r"accounts/(?P<account>[^/#]+)/deployments/(?P<deployment_id>[^/#]+)")
-
-
-def split_model_name(name: str) -> tuple[str, str]:
-    """(account, model id) of a full model name; ValueError for anything else."""
-    match = _FULL_NAME.fullmatch(name)
-    if match is None:
-        raise ValueError(f"model names look like accounts/<account>/models/<id>, got {name!r}")
-    return match["account"], match["model_id"]
-
-
-def split_deployment_name(name: str) -> tuple[str, str] | None:
-    """(account, deployment id) of `accounts/<account>/deployments/<id>`; None for anything else."""
-    match = _DEPLOYMENT_NAME.fullmatch(name)
-    return None if match is None else (match["account"], match["deployment_id"])
 
 
 @dataclass(frozen=True, slots=True)

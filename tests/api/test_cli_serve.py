@@ -89,7 +89,7 @@ def test_serve_help_lists_the_options() -> None:
 def test_serve_without_arguments_serves_the_default_model_locally(monkeypatch) -> None:
     seen = []
 
-    async def fake_run_server(config, shutdown_grace, log_level="info") -> None:
+    def fake_run_server(config, shutdown_grace, log_level="info") -> None:
         seen.append(config)
 
     monkeypatch.setattr("firebox.cli.run_server", fake_run_server)
@@ -123,11 +123,19 @@ FAKE_LAUNCH = textwrap.dedent(
         engine.shutdown = shutdown
         return engine
 
+    class Launch:  # an engine process that is still loading
+        def __init__(self, config):
+            self.config = config
+        def wait(self, progress):
+            return start_engine(self.config, progress)
+        def cancel(self):
+            pass
+
     launch = types.ModuleType("firebox.engine.launch")
     launch.start_engine = start_engine
     sys.modules["firebox.engine.launch"] = launch
     process = types.ModuleType("firebox.engine.process")  # --engine-process, the default
-    process.start_process_engine = start_engine
+    process.launch_process_engine = lambda config, start_method="spawn": Launch(config)
     sys.modules["firebox.engine.process"] = process
     from firebox.cli import main
     sys.argv = ["firebox", "serve"] + sys.argv[1:]

@@ -41,7 +41,7 @@ def test_server_config_from_a_catalog(catalog_file: Path) -> None:
 def test_serve_flags(monkeypatch, catalog_file: Path) -> None:
     seen = []
 
-    async def fake_run_server(config, shutdown_grace, log_level="info") -> None:
+    def fake_run_server(config, shutdown_grace, log_level="info") -> None:
         seen.append(config)
 
     monkeypatch.setattr("firebox.cli.run_server", fake_run_server)
