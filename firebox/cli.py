@@ -83,6 +83,7 @@ def engine_defaults(opts: dict[str, Any]) -> EngineConfig:
         num_blocks=opts["num_kv_blocks"],
         memory_bytes=opts["kv_cache_mib"] * MIB,
         enable_prefix_caching=opts["prefix_caching"],
+        kv_cache_dtype=opts["kv_cache_dtype"],
     )
     scheduler = SchedulerConfig(
         max_num_seqs=opts["max_num_seqs"],
@@ -162,6 +163,9 @@ def serve(
     kv_cache_mib: Annotated[int, typer.Option(help="KV-cache memory budget in MiB.")] = 512,
     block_size: Annotated[int, typer.Option(help="Tokens per KV-cache block.")] = 16,
     prefix_caching: Annotated[bool, typer.Option(help="Share KV blocks of common prefixes.")] = True,
+    kv_cache_dtype: Annotated[
+        str, typer.Option(help="auto | float32 | float16 | bfloat16 (auto: fp16 under the quantized CPU kernels).")
+    ] = "auto",
     shutdown_grace: Annotated[float, typer.Option(help="Seconds running requests get to finish at shutdown.")] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
     catalog_file: Annotated[

@@ -73,7 +73,14 @@ class CacheConfig:
     enable_prefix_caching: bool = True
     """Share full blocks between requests with the same prefix."""
 
+    kv_cache_dtype: str = "auto"
+    """dtype of the cached keys and values: `auto` (fp16 under the native CPU kernels with
+    quantized weights, whose attention reads half the bytes; else the model dtype), `float32`,
+    `float16` or `bfloat16`."""
+
     def __post_init__(self) -> None:
+        if self.kv_cache_dtype not in _DTYPES:
+            raise ValueError(f"kv_cache_dtype must be one of {_DTYPES}, got {self.kv_cache_dtype!r}")
         if self.block_size < 1:
             raise ValueError("block_size must be positive")
         if self.num_blocks is not None and self.num_blocks < 1:

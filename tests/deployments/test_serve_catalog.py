@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 OPTS = {
     "host": "127.0.0.1", "port": 8000, "api_keys": [], "data_dir": None, "max_model_len": None, "dtype": "auto",
     "quantization": "auto", "device": "cpu", "num_threads": 1, "max_num_seqs": 8, "max_num_batched_tokens": 256,
-    "max_waiting": 16, "num_kv_blocks": 64, "kv_cache_mib": 64, "block_size": 16, "prefix_caching": True,
+    "max_waiting": 16, "num_kv_blocks": 64, "kv_cache_mib": 64, "block_size": 16, "prefix_caching": True, "kv_cache_dtype": "auto",
 }  # fmt: skip
 
 

@@ -169,6 +169,33 @@ def test_paged_attention_backend_matches_the_torch_reference(dtype: torch.dtype,
         torch.testing.assert_close(got, expected, **tol)
 
 
+@pytest.mark.parametrize("pool_dtype", [torch.float16, torch.bfloat16])
+def test_fp32_queries_attend_over_a_half_width_cache(pool_dtype: torch.dtype) -> None:
+    """The native backend stores fp32 keys and values in an fp16 / bf16 pool and reads them back
+    widened: the same as the reference over keys and values rounded to that dtype."""
+    from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
+
+    torch.manual_seed(5)
+    heads, kv_heads, head_dim, block_size, num_blocks = 6, 2, 64, 16, 16
+    tables = [[3, 7, 1], [0, 9, 4]]
+    steps = [([0, 0], [20, 33], 0), ([20, 33], [1, 1], 2)]  # (context_lens, query_lens, num_decodes)
+    native, reference = CpuPagedAttentionBackend(), TorchAttentionBackend()
+    native_cache = torch.zeros(native.kv_cache_shape(num_blocks, block_size, kv_heads, head_dim), dtype=pool_dtype)
+    reference_cache = torch.zeros(reference.kv_cache_shape(num_blocks, block_size, kv_heads, head_dim))
+    for context_lens, query_lens, num_decodes in steps:
+        batch = AttentionBatch(query_lens, context_lens, tables, block_size, num_decodes)
+        num_tokens = sum(query_lens)
+        q = torch.randn(num_tokens, heads, head_dim)
+        k, v = (torch.randn(num_tokens, kv_heads, head_dim) for _ in range(2))
+        got = native.forward(q, k, v, native_cache, native.build_metadata(batch, torch.device("cpu")), 0.125)
+        rounded_k, rounded_v = k.to(pool_dtype).float(), v.to(pool_dtype).float()
+        meta = reference.build_metadata(batch, torch.device("cpu"))
+        expected = reference.forward(q, rounded_k, rounded_v, reference_cache, meta, 0.125)
+        assert got.dtype == torch.float32
+        if num_decodes:  # decodes read the pool; fresh prompts attend to their own fp32 k/v
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_layers_pick_the_native_ops_once_they_are_loaded() -> None:
     from firebox.models.layers.norm import RMSNorm
 

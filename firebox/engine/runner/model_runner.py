@@ -64,8 +64,9 @@ class ModelRunner:
         self.model = self._build_model(model_config, source)
         quantization = resolve_quantization(model_config.quantization, self.device)
         self.kernels = install_weight_kernels(self.model, quantization, source.weight_bits)
+        self.kv_dtype = self._kv_cache_dtype(cache_config.kv_cache_dtype, quantization)
         self.num_kv_blocks = cache_config.num_blocks or max(
-            1, cache_config.memory_bytes // kv_bytes_per_block(self.arch, self.block_size, self.dtype)
+            1, cache_config.memory_bytes // kv_bytes_per_block(self.arch, self.block_size, self.kv_dtype)
         )
         self.kv_caches = self._allocate_kv_caches(self.num_kv_blocks)
         self.uses_native_stack = self._attach_native_stack()
@@ -80,6 +81,18 @@ class ModelRunner:
         else:
             model.load_weights(source.weights())
         return model.eval()
+
+    def _kv_cache_dtype(self, name: str, quantization: str) -> torch.dtype:
+        from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
+
+        native = isinstance(self.attn_backend, CpuPagedAttentionBackend)
+        if name == "auto":
+            fast = native and quantization != "none" and self.dtype == torch.float32
+            return torch.float16 if fast else self.dtype
+        dtype = resolve_dtype(name, self.device)
+        if dtype != self.dtype and not (native and self.dtype == torch.float32):
+            raise ValueError(f"a {name} KV cache under a {self.dtype} model needs the native CPU attention backend")
+        return dtype
 
     def _attach_native_stack(self) -> bool:
         """Decoder layers as one native call per step, where the model and backend allow it."""
@@ -98,7 +111,8 @@ class ModelRunner:
             num_blocks, self.block_size, self.arch.num_key_value_heads, self.arch.head_dim
         )
         return [
-            self.attn_backend.allocate_kv_cache(shape, self.dtype, self.device) for _ in range(self.arch.num_hidden_layers)
+            self.attn_backend.allocate_kv_cache(shape, self.kv_dtype, self.device)
+            for _ in range(self.arch.num_hidden_layers)
         ]
 
     @torch.inference_mode()

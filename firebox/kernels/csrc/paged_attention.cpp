@@ -11,6 +11,10 @@
 //   token_row  [num_tokens] int64                    which row of block_table a query token reads
 //   kv_len     [num_tokens] int64                    positions that query token may see (causal)
 //   out        [num_tokens, num_heads, head_dim]     contiguous
+//
+// The pools hold the query's dtype, or fp16 / bf16 under fp32 queries: a half-width cache halves
+// the bytes a decode step reads (at 32 streams of ~100 tokens as many as the weights), and each
+// key or value row is widened to fp32 in registers.
 
 #include <torch/extension.h>
 
@@ -22,6 +26,10 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -41,10 +49,37 @@ inline void softmax_inplace(float* s, int64_t len) {
   for (int64_t t = 0; t < len; ++t) s[t] *= inv;
 }
 
+// n values (a multiple of 16 for the fixed-size kernel's rows) widened to fp32.
 template <typename T>
-void attend_one(const T* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t len,
+inline void widen(const T* src, float* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+#if defined(__AVX512F__)
+template <>
+inline void widen<c10::Half>(const c10::Half* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+template <>
+inline void widen<c10::BFloat16>(const c10::BFloat16* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16)));
+  }
+  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+#endif
+
+template <typename TQ, typename T>
+void attend_one(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t len,
                 int64_t kv_head, int64_t group, int64_t num_kv_heads, int64_t head_dim, int64_t block_size,
-                float scale, T* out_tok, std::vector<float>& buf) {
+                float scale, TQ* out_tok, std::vector<float>& buf) {
   const int64_t D = head_dim, BS = block_size;
   const int64_t num_blocks = (len + BS - 1) / BS, padded = num_blocks * BS;
   buf.resize(group * D + group * padded + group * D);
@@ -86,8 +121,8 @@ void attend_one(const T* q_tok, const T* k_pool, const T* v_pool, const int64_t*
     }
   }
   for (int64_t g = 0; g < group; ++g) {
-    T* o = out_tok + (kv_head * group + g) * D;
-    for (int64_t i = 0; i < D; ++i) o[i] = static_cast<T>(acc[g * D + i]);
+    TQ* o = out_tok + (kv_head * group + g) * D;
+    for (int64_t i = 0; i < D; ++i) o[i] = static_cast<TQ>(acc[g * D + i]);
   }
 }
 
@@ -95,9 +130,9 @@ void attend_one(const T* q_tok, const T* k_pool, const T* v_pool, const int64_t*
 // Fast path for the common shapes: block size 16, head_dim 64 or 128, up to 8 query heads per KV
 // head, all known at compile time so that the score lanes and the output accumulators stay in
 // registers. Same arithmetic as attend_one.
-template <typename T, int64_t BS, int64_t D, int64_t G>
-void attend_fixed(const T* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t len,
-                  int64_t kv_head, int64_t num_kv_heads, float scale, T* out_tok, std::vector<float>& buf) {
+template <typename TQ, typename T, int64_t BS, int64_t D, int64_t G>
+void attend_fixed(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t len,
+                  int64_t kv_head, int64_t num_kv_heads, float scale, TQ* out_tok, std::vector<float>& buf) {
   const int64_t num_blocks = (len + BS - 1) / BS, padded = num_blocks * BS;
   buf.resize(G * padded);
   float* scores = buf.data();  // [G, padded]
@@ -109,7 +144,7 @@ void attend_fixed(const T* q_tok, const T* k_pool, const T* v_pool, const int64_
     float s[G][BS] = {};
     for (int64_t d = 0; d < D; ++d) {
       float row[BS];
-      for (int64_t t = 0; t < BS; ++t) row[t] = static_cast<float>(kt[d * BS + t]);
+      widen(kt + d * BS, row, BS);
       for (int64_t g = 0; g < G; ++g)
 #pragma omp simd
         for (int64_t t = 0; t < BS; ++t) s[g][t] += q[g][d] * row[t];
@@ -123,7 +158,7 @@ void attend_fixed(const T* q_tok, const T* k_pool, const T* v_pool, const int64_
     const int64_t n = std::min(BS, len - b * BS);
     for (int64_t t = 0; t < n; ++t) {
       float row[D];
-      for (int64_t i = 0; i < D; ++i) row[i] = static_cast<float>(vb[t * D + i]);
+      widen(vb + t * D, row, D);
       for (int64_t g = 0; g < G; ++g) {
         const float p = scores[g * padded + b * BS + t];
 #pragma omp simd
@@ -132,40 +167,71 @@ void attend_fixed(const T* q_tok, const T* k_pool, const T* v_pool, const int64_
     }
   }
   for (int64_t g = 0; g < G; ++g)
-    for (int64_t i = 0; i < D; ++i) out_tok[(kv_head * G + g) * D + i] = static_cast<T>(acc[g][i]);
+    for (int64_t i = 0; i < D; ++i) out_tok[(kv_head * G + g) * D + i] = static_cast<TQ>(acc[g][i]);
 }
 
 using FixedFn = void (*)(const void*, const void*, const void*, const int64_t*, int64_t, int64_t, int64_t, float,
                          void*, std::vector<float>&);
 
-template <typename T, int64_t D, int64_t G>
+template <typename TQ, typename T, int64_t D, int64_t G>
 void attend_fixed_erased(const void* q, const void* k, const void* v, const int64_t* blocks, int64_t len,
                          int64_t head, int64_t kv_heads, float scale, void* out, std::vector<float>& buf) {
-  attend_fixed<T, 16, D, G>(static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), blocks,
-                            len, head, kv_heads, scale, static_cast<T*>(out), buf);
+  attend_fixed<TQ, T, 16, D, G>(static_cast<const TQ*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
+                                blocks, len, head, kv_heads, scale, static_cast<TQ*>(out), buf);
 }
 
-template <typename T, int64_t D>
+template <typename TQ, typename T, int64_t D>
 FixedFn fixed_for_group(int64_t group) {
   switch (group) {
-    case 1: return &attend_fixed_erased<T, D, 1>;
-    case 2: return &attend_fixed_erased<T, D, 2>;
-    case 3: return &attend_fixed_erased<T, D, 3>;
-    case 4: return &attend_fixed_erased<T, D, 4>;
-    case 5: return &attend_fixed_erased<T, D, 5>;
-    case 6: return &attend_fixed_erased<T, D, 6>;
-    case 7: return &attend_fixed_erased<T, D, 7>;
-    case 8: return &attend_fixed_erased<T, D, 8>;
+    case 1: return &attend_fixed_erased<TQ, T, D, 1>;
+    case 2: return &attend_fixed_erased<TQ, T, D, 2>;
+    case 3: return &attend_fixed_erased<TQ, T, D, 3>;
+    case 4: return &attend_fixed_erased<TQ, T, D, 4>;
+    case 5: return &attend_fixed_erased<TQ, T, D, 5>;
+    case 6: return &attend_fixed_erased<TQ, T, D, 6>;
+    case 7: return &attend_fixed_erased<TQ, T, D, 7>;
+    case 8: return &attend_fixed_erased<TQ, T, D, 8>;
     default: return nullptr;
   }
 }
 
-template <typename T>
+template <typename TQ, typename T>
 FixedFn fixed_kernel(int64_t block_size, int64_t head_dim, int64_t group) {
   if (block_size != 16) return nullptr;
-  if (head_dim == 64) return fixed_for_group<T, 64>(group);
-  if (head_dim == 128) return fixed_for_group<T, 128>(group);
+  if (head_dim == 64) return fixed_for_group<TQ, T, 64>(group);
+  if (head_dim == 128) return fixed_for_group<TQ, T, 128>(group);
   return nullptr;
+}
+
+template <typename TQ, typename T>
+void attend_all(const at::Tensor& out, const at::Tensor& q, const at::Tensor& k_pool, const at::Tensor& v_pool,
+                const at::Tensor& block_table, const at::Tensor& token_row, const at::Tensor& kv_len, double scale) {
+  const int64_t num_tokens = q.size(0), num_heads = q.size(1), head_dim = q.size(2);
+  const int64_t num_kv_heads = k_pool.size(1), block_size = k_pool.size(3);
+  const int64_t group = num_heads / num_kv_heads, max_blocks = block_table.size(1);
+  const TQ* qp = q.data_ptr<TQ>();
+  const T* kp = k_pool.data_ptr<T>();
+  const T* vp = v_pool.data_ptr<T>();
+  TQ* op = out.data_ptr<TQ>();
+  const int64_t* tables = block_table.data_ptr<int64_t>();
+  const int64_t* rows = token_row.data_ptr<int64_t>();
+  const int64_t* lens = kv_len.data_ptr<int64_t>();
+  const int64_t q_stride = q.stride(0);
+  const FixedFn fixed = fixed_kernel<TQ, T>(block_size, head_dim, group);
+  at::parallel_for(0, num_tokens * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t tok = item / num_kv_heads, head = item % num_kv_heads;
+      if (fixed != nullptr) {
+        fixed(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, lens[tok], head, num_kv_heads,
+              static_cast<float>(scale), op + tok * num_heads * head_dim, buf);
+        continue;
+      }
+      attend_one<TQ, T>(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, lens[tok], head, group,
+                        num_kv_heads, head_dim, block_size, static_cast<float>(scale), op + tok * num_heads * head_dim,
+                        buf);
+    }
+  });
 }
 
 }  // namespace
@@ -177,54 +243,40 @@ void paged_attention(at::Tensor out, at::Tensor q, at::Tensor k_pool, at::Tensor
   TORCH_CHECK(q.dim() == 3 && k_pool.dim() == 4 && v_pool.dim() == 4, "q: 3-D, pools: 4-D");
   TORCH_CHECK(q.stride(2) == 1 && q.stride(1) == q.size(2), "q rows must be contiguous per token");
   TORCH_CHECK(k_pool.is_contiguous() && v_pool.is_contiguous() && out.is_contiguous(), "pools/out contiguous");
-  TORCH_CHECK(q.scalar_type() == k_pool.scalar_type() && q.scalar_type() == out.scalar_type(), "one dtype");
+  TORCH_CHECK(q.scalar_type() == out.scalar_type() && k_pool.scalar_type() == v_pool.scalar_type(), "dtypes differ");
   TORCH_CHECK(block_table.scalar_type() == at::kLong && token_row.scalar_type() == at::kLong &&
               kv_len.scalar_type() == at::kLong && block_table.is_contiguous(), "index tensors: contiguous int64");
-  const int64_t num_tokens = q.size(0), num_heads = q.size(1), head_dim = q.size(2);
+  const int64_t num_heads = q.size(1), head_dim = q.size(2);
   const int64_t num_kv_heads = k_pool.size(1), block_size = k_pool.size(3);
   TORCH_CHECK(num_heads % num_kv_heads == 0 && k_pool.size(2) == head_dim && v_pool.size(2) == block_size,
               "pool shapes do not match q");
-  const int64_t group = num_heads / num_kv_heads, max_blocks = block_table.size(1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention", [&] {
-    const scalar_t* qp = q.data_ptr<scalar_t>();
-    const scalar_t* kp = k_pool.data_ptr<scalar_t>();
-    const scalar_t* vp = v_pool.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const int64_t* tables = block_table.data_ptr<int64_t>();
-    const int64_t* rows = token_row.data_ptr<int64_t>();
-    const int64_t* lens = kv_len.data_ptr<int64_t>();
-    const int64_t q_stride = q.stride(0);
-    const FixedFn fixed = fixed_kernel<scalar_t>(block_size, head_dim, group);
-    at::parallel_for(0, num_tokens * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> buf;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t tok = item / num_kv_heads, head = item % num_kv_heads;
-        if (fixed != nullptr) {
-          fixed(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, lens[tok], head, num_kv_heads,
-                static_cast<float>(scale), op + tok * num_heads * head_dim, buf);
-          continue;
-        }
-        attend_one<scalar_t>(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, lens[tok], head, group,
-                             num_kv_heads, head_dim, block_size, static_cast<float>(scale),
-                             op + tok * num_heads * head_dim, buf);
-      }
+  const auto pool = k_pool.scalar_type();
+  if (pool == q.scalar_type()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention", [&] {
+      attend_all<scalar_t, scalar_t>(out, q, k_pool, v_pool, block_table, token_row, kv_len, scale);
     });
-  });
+  } else if (q.scalar_type() == at::kFloat && pool == at::kHalf) {
+    attend_all<float, c10::Half>(out, q, k_pool, v_pool, block_table, token_row, kv_len, scale);
+  } else if (q.scalar_type() == at::kFloat && pool == at::kBFloat16) {
+    attend_all<float, c10::BFloat16>(out, q, k_pool, v_pool, block_table, token_row, kv_len, scale);
+  } else {
+    TORCH_CHECK(false, "paged_attention: a ", pool, " cache needs ", pool, " or fp32 queries, got ", q.scalar_type());
+  }
 }
 
 // k[t] and v[t] ([kv_heads, head_dim] each) into their slot = block * block_size + offset.
-template <typename T>
+template <typename TS, typename T>
 void write_kv_impl(const at::Tensor& k, const at::Tensor& v, T* kp, T* vp, const int64_t* slots, int64_t kv_heads,
                    int64_t head_dim, int64_t block_size) {
   for (int64_t t = 0; t < k.size(0); ++t) {
     const int64_t block = slots[t] / block_size, offset = slots[t] % block_size;
-    const T* ks = k.data_ptr<T>() + t * k.stride(0);
-    const T* vs = v.data_ptr<T>() + t * v.stride(0);
+    const TS* ks = k.data_ptr<TS>() + t * k.stride(0);
+    const TS* vs = v.data_ptr<TS>() + t * v.stride(0);
     for (int64_t h = 0; h < kv_heads; ++h) {
       T* kt = kp + ((block * kv_heads + h) * head_dim) * block_size + offset;
-      for (int64_t d = 0; d < head_dim; ++d) kt[d * block_size] = ks[h * head_dim + d];
-      std::memcpy(vp + ((block * kv_heads + h) * block_size + offset) * head_dim, vs + h * head_dim,
-                  head_dim * sizeof(T));
+      for (int64_t d = 0; d < head_dim; ++d) kt[d * block_size] = static_cast<T>(ks[h * head_dim + d]);
+      T* vt = vp + ((block * kv_heads + h) * block_size + offset) * head_dim;
+      for (int64_t d = 0; d < head_dim; ++d) vt[d] = static_cast<T>(vs[h * head_dim + d]);
     }
   }
 }
@@ -233,12 +285,24 @@ void write_kv(at::Tensor k, at::Tensor v, at::Tensor k_pool, at::Tensor v_pool, 
   TORCH_CHECK(k.dim() == 3 && v.dim() == 3 && k.stride(2) == 1 && v.stride(2) == 1 &&
               k.stride(1) == k.size(2) && v.stride(1) == v.size(2), "k, v: [tokens, kv_heads, dim], rows contiguous");
   TORCH_CHECK(k_pool.dim() == 4 && k_pool.is_contiguous() && v_pool.is_contiguous(), "pools: contiguous 4-D");
-  TORCH_CHECK(k.scalar_type() == k_pool.scalar_type() && v.scalar_type() == v_pool.scalar_type(), "dtypes differ");
+  TORCH_CHECK(k.scalar_type() == v.scalar_type() && k_pool.scalar_type() == v_pool.scalar_type(), "dtypes differ");
   TORCH_CHECK(slots.scalar_type() == at::kLong && slots.numel() == k.size(0), "one int64 slot per token");
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, k.scalar_type(), "write_kv", [&] {
-    write_kv_impl<scalar_t>(k, v, k_pool.data_ptr<scalar_t>(), v_pool.data_ptr<scalar_t>(), slots.data_ptr<int64_t>(),
-                            k.size(1), k.size(2), k_pool.size(3));
-  });
+  const auto pool = k_pool.scalar_type();
+  auto write = [&](auto source_tag, auto pool_tag) {
+    using TS = decltype(source_tag);
+    using T = decltype(pool_tag);
+    write_kv_impl<TS, T>(k, v, k_pool.data_ptr<T>(), v_pool.data_ptr<T>(), slots.data_ptr<int64_t>(), k.size(1),
+                         k.size(2), k_pool.size(3));
+  };
+  if (pool == k.scalar_type()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, pool, "write_kv", [&] { write(scalar_t{}, scalar_t{}); });
+  } else if (k.scalar_type() == at::kFloat && pool == at::kHalf) {
+    write(float{}, c10::Half{});
+  } else if (k.scalar_type() == at::kFloat && pool == at::kBFloat16) {
+    write(float{}, c10::BFloat16{});
+  } else {
+    TORCH_CHECK(false, "write_kv: cannot store ", k.scalar_type(), " keys in a ", pool, " cache");
+  }
 }
 
 }  // namespace firebox

@@ -84,7 +84,7 @@ class CpuPagedAttentionBackend:
         num_kv_heads, num_blocks = k.shape[1], kv_cache.shape[1]
         k_pool = kv_cache[0].view(num_blocks, num_kv_heads, head_dim, meta.block_size)
         v_pool = kv_cache[1].view(num_blocks, num_kv_heads, meta.block_size, head_dim)
-        torch.ops.firebox.write_kv(k.to(k_pool.dtype), v.to(v_pool.dtype), k_pool, v_pool, meta.slot_mapping)
+        torch.ops.firebox.write_kv(k, v, k_pool, v_pool, meta.slot_mapping)  # widths convert in the kernel
         out = q.new_empty(num_tokens, num_heads, head_dim)
         if meta.num_paged:
             self._paged(q, k_pool, v_pool, out, meta, scale)
@@ -102,11 +102,14 @@ class CpuPagedAttentionBackend:
 
     @staticmethod
     def _paged(q, k_pool, v_pool, out, meta: CpuPagedMetadata, scale: float) -> None:
+        # fp32 queries read an fp32, fp16 or bf16 pool as it is; other pairs meet in the pool's dtype
+        same_width = q.dtype == k_pool.dtype or q.dtype == torch.float32
         if meta.paged_tokens is None:  # the paged tokens lead the batch (decodes first): no copies
-            q_in = q[: meta.num_paged].to(k_pool.dtype)  # a strided view of qkv is fine
-            out_part = out[: meta.num_paged] if out.dtype == k_pool.dtype else torch.empty_like(q_in).contiguous()
+            q_in = q[: meta.num_paged] if same_width else q[: meta.num_paged].to(k_pool.dtype)  # strided view: fine
+            out_part = out[: meta.num_paged] if out.dtype == q_in.dtype else torch.empty_like(q_in).contiguous()
         else:
-            q_in = q.index_select(0, meta.paged_tokens).to(k_pool.dtype)
+            q_in = q.index_select(0, meta.paged_tokens)
+            q_in = q_in if same_width else q_in.to(k_pool.dtype)
             out_part = torch.empty(q_in.shape, dtype=q_in.dtype)
         torch.ops.firebox.paged_attention(
             out_part, q_in, k_pool, v_pool, meta.block_table, meta.token_row, meta.kv_len, scale
