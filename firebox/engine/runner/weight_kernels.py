@@ -86,5 +86,22 @@ def install_weight_kernels(model: torch.nn.Module, quantization: str, source_bit
         elif (fallback := _fallback_kernel(module, bits)) is not None:
             module.kernel = fallback
             used["tinygemm-int4 + dense"] += 1
+    if has_native:
+        _release_dense_weights(model)
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(used.items()))
     return f"group-quantized {kinds}" if has_native else f"fallback {kinds or 'dense'}"
+
+
+def _release_dense_weights(model: torch.nn.Module) -> None:
+    """Free the float weights that group kernels replaced (the default model: 424 MB per engine
+    process). A weight another module shares (an lm_head tied to the embedding) stays."""
+    shared = {
+        param.data_ptr()
+        for module in model.modules()
+        if not isinstance(module, Linear)
+        for param in module.parameters(recurse=False)
+    }
+    for module in model.modules():
+        if isinstance(module, Linear) and isinstance(module.kernel, GroupKernel):
+            if module.weight.data_ptr() not in shared:
+                module.weight = torch.nn.Parameter(module.weight.new_empty(0, module.in_features), requires_grad=False)
