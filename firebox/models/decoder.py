@@ -25,7 +25,12 @@ from firebox.models.layers.linear import Linear
 from firebox.models.layers.mlp import GatedMLP
 from firebox.models.layers.norm import RMSNorm
 from firebox.models.layers.rotary import RotaryEmbedding, apply_rotary
-from firebox.models.layers.weights import WeightRule, load_named_weights, weight_rule
+from firebox.models.layers.weights import (
+    WeightRule,
+    WeightSink,
+    load_named_weights,
+    weight_rule,
+)
 from firebox.models.native_stack import run_native_stack
 
 # Hugging Face keeps q/k/v and gate/up as separate tensors; we fuse them into one matmul each.
@@ -207,7 +212,8 @@ class DecoderForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [n, hidden] -> [n, vocab] float32
         return self.lm_head(hidden).float()
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Load tensors named as in a Hugging Face checkpoint (fusing q/k/v, gate/up, experts)."""
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], sink: WeightSink | None = None) -> None:
+        """Load tensors named as in a Hugging Face checkpoint (fusing q/k/v, gate/up, experts);
+        `sink` may take tensors instead (see layers/weights.py)."""
         ignore = r".*rotary_emb\.inv_freq" + (r"|lm_head\.weight" if self.config.tie_word_embeddings else "")
-        load_named_weights(self, weights, self.weight_rules, re.compile(ignore))
+        load_named_weights(self, weights, self.weight_rules, re.compile(ignore), sink)

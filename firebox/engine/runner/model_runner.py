@@ -15,12 +15,24 @@ import torch
 from firebox.config import CacheConfig, DeviceConfig, ModelConfig
 from firebox.engine.runner.attention.backend import AttentionBackend
 from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
-from firebox.engine.runner.device import configure_threads, resolve_device, resolve_dtype
+from firebox.engine.runner.device import (
+    configure_threads,
+    resolve_device,
+    resolve_dtype,
+)
 from firebox.engine.runner.input_batch import ModelInput, prepare_inputs
-from firebox.kernels import load_native
-from firebox.engine.runner.sampler import Sampler, build_sampling_batch, compute_prompt_logprobs
-from firebox.engine.runner.weight_kernels import install_weight_kernels, resolve_quantization
+from firebox.engine.runner.sampler import (
+    Sampler,
+    build_sampling_batch,
+    compute_prompt_logprobs,
+)
+from firebox.engine.runner.weight_kernels import (
+    PackingSink,
+    install_weight_kernels,
+    resolve_quantization,
+)
 from firebox.engine.types import ModelRunnerOutput, SchedulerOutput, TokenLogprob
+from firebox.kernels import load_native
 from firebox.loader.arch_config import ArchConfig
 from firebox.loader.dummy import init_dummy_weights
 from firebox.loader.source import ModelSource
@@ -38,7 +50,9 @@ def choose_attention_backend(name: str, device: torch.device) -> AttentionBacken
     """firebox's native paged kernel on CPU (when it compiles here), else the portable torch one."""
     if device.type == "cpu" and name in ("auto", "native"):
         if load_native():
-            from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
+            from firebox.engine.runner.attention.cpu_paged import (
+                CpuPagedAttentionBackend,
+            )
 
             return CpuPagedAttentionBackend()
         if name == "native":
@@ -61,9 +75,9 @@ class ModelRunner:
         self.block_size = cache_config.block_size
         self.eos_token_ids = source.eos_token_ids
         self.attn_backend = choose_attention_backend(device_config.attention_backend, self.device)
-        self.model = self._build_model(model_config, source)
         quantization = resolve_quantization(model_config.quantization, self.device)
-        self.kernels = install_weight_kernels(self.model, quantization, source.weight_bits)
+        self.model, sink = self._build_model(model_config, source, quantization)
+        self.kernels = install_weight_kernels(self.model, quantization, source.weight_bits, sink)
         self.kv_dtype = self._kv_cache_dtype(cache_config.kv_cache_dtype, quantization)
         self.num_kv_blocks = cache_config.num_blocks or max(
             1, cache_config.memory_bytes // kv_bytes_per_block(self.arch, self.block_size, self.kv_dtype)
@@ -72,15 +86,19 @@ class ModelRunner:
         self.uses_native_stack = self._attach_native_stack()
         self.sampler = Sampler()
 
-    def _build_model(self, model_config: ModelConfig, source: ModelSource) -> torch.nn.Module:
+    def _build_model(
+        self, model_config: ModelConfig, source: ModelSource, quantization: str
+    ) -> tuple[torch.nn.Module, PackingSink | None]:
         model_cls = get_model_class(source.arch.architecture)
         with torch.device(self.device):
             model = model_cls(source.arch, self.attn_backend, self.dtype)
+        sink = None
         if source.is_dummy:
             init_dummy_weights(model, model_config.seed)
         else:
-            model.load_weights(source.weights())
-        return model.eval()
+            sink = PackingSink(model, quantization, source.weight_bits)
+            model.load_weights(source.weights(), sink=sink)
+        return model.eval(), sink
 
     def _kv_cache_dtype(self, name: str, quantization: str) -> torch.dtype:
         from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend

@@ -25,9 +25,12 @@ from firebox.kernels import load_native
 from firebox.kernels.cpu import cpu_has_native_bf16
 from firebox.models.layers.linear import Linear
 from firebox.models.layers.quant import (
+    COLUMN_BLOCK,
     GROUP_SIZE,
     BatchAdaptiveKernel,
     GroupKernel,
+    Q4Weight,
+    Q8Weight,
     quantize_q4,
     quantize_q8,
     quantize_tinygemm_int4,
@@ -68,19 +71,70 @@ def _fallback_kernel(module: Linear, bits: int) -> BatchAdaptiveKernel | None:
     return BatchAdaptiveKernel(small, dense, module.bias, FALLBACK_MAX_SMALL_ROWS)
 
 
-def install_weight_kernels(model: torch.nn.Module, quantization: str, source_bits: int | None) -> str:
-    """Attach kernels to every `Linear` that can take them; returns a description for the log."""
+GroupWeight = Q4Weight | Q8Weight
+
+
+class PackingSink:
+    """Packs the checkpoint tensors of group-quantized layers as the loader streams them (a
+    `WeightSink`): their float weights are never copied into the model, which saves a pass over
+    every weight and the memory to hold it at load. A fused layer (q|k|v, gate|up) packs each part
+    on its own; its parts must be whole blocks of 16 output rows to be joined, else it loads as
+    usual and is packed afterwards."""
+
+    def __init__(self, model: torch.nn.Module, quantization: str, source_bits: int | None) -> None:
+        self.bits: dict[str, int] = {}  # parameter name -> bits of the layers this sink packs
+        self.parts: dict[str, dict[int, GroupWeight]] = {}
+        if quantization == "none" or not load_native():
+            return
+        for name, module in model.named_modules():
+            if _takes_group_kernel(module) and all(size % COLUMN_BLOCK == 0 for size in module.output_sizes):
+                self.bits[f"{name}.weight"] = _bits_for(name, quantization, source_bits)
+
+    def __call__(self, param_name: str, part: int | None, tensor: torch.Tensor) -> bool:
+        bits = self.bits.get(param_name)
+        if bits is None:
+            return False
+        weight = tensor.float()
+        self.parts.setdefault(param_name, {})[part or 0] = quantize_q4(weight) if bits == 4 else quantize_q8(weight)
+        return True
+
+    def packed(self, param_name: str, num_parts: int) -> GroupWeight | None:
+        """The layer's whole packed weight, if the sink took every part."""
+        parts = self.parts.get(param_name, {})
+        if len(parts) != num_parts:
+            return None
+        ordered = [parts[i] for i in range(num_parts)]
+        if len(ordered) == 1:
+            return ordered[0]
+        join = lambda field: torch.cat([getattr(p, field) for p in ordered])  # noqa: E731
+        out_features = sum(p.out_features for p in ordered)
+        if isinstance(ordered[0], Q4Weight):
+            return Q4Weight(join("packed"), join("scale"), join("low"), out_features)
+        return Q8Weight(join("packed"), join("scale"), out_features)
+
+
+def _takes_group_kernel(module: torch.nn.Module) -> bool:
+    return isinstance(module, Linear) and module.in_features % GROUP_SIZE == 0
+
+
+def install_weight_kernels(
+    model: torch.nn.Module, quantization: str, source_bits: int | None, sink: PackingSink | None = None
+) -> str:
+    """Attach kernels to every `Linear` that can take them (using what `sink` packed while the
+    weights loaded); returns a description for the log."""
     if quantization == "none":
         return "dense"
     has_native = load_native()
     used: Counter[str] = Counter()
     for name, module in model.named_modules():
-        if not isinstance(module, Linear) or module.in_features % GROUP_SIZE:
+        if not _takes_group_kernel(module):
             continue
         bits = _bits_for(name, quantization, source_bits)
         if has_native:
-            weight = module.weight.detach()
-            packed = quantize_q4(weight) if bits == 4 else quantize_q8(weight)
+            packed = sink.packed(f"{name}.weight", len(module.output_sizes)) if sink is not None else None
+            if packed is None:
+                weight = module.weight.detach()
+                packed = quantize_q4(weight) if bits == 4 else quantize_q8(weight)
             module.kernel = GroupKernel(packed, module.bias)
             used[f"q{bits}"] += 1
         elif (fallback := _fallback_kernel(module, bits)) is not None:

@@ -9,7 +9,7 @@ one. Names no rule matches load into the parameter of the same name.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,14 +71,20 @@ def _destination(
     return dest
 
 
+# (our parameter name, fused part index or None, the checkpoint tensor) -> True if it took the
+# tensor, which then is not copied into the parameter (weight_kernels packs quantized layers so).
+WeightSink = Callable[[str, int | None, torch.Tensor], bool]
+
+
 def load_named_weights(
     module: nn.Module,
     weights: Iterable[tuple[str, torch.Tensor]],
     rules: Sequence[WeightRule],
     ignore: re.Pattern[str] | None = None,
+    sink: WeightSink | None = None,
 ) -> None:
-    """Copy every checkpoint tensor into its parameter; raise on unknown names, wrong shapes, or
-    parameters that no tensor filled."""
+    """Copy every checkpoint tensor into its parameter (or hand it to `sink`); raise on unknown
+    names, wrong shapes, or parameters that no tensor filled."""
     params = dict(module.named_parameters())
     part_sizes = collect_part_sizes(module)
     loaded: set[str] = set()
@@ -94,8 +100,9 @@ def load_named_weights(
             raise ValueError(
                 f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(dest.shape)}"
             )
-        with torch.no_grad():
-            dest.copy_(tensor)
+        if sink is None or target.expert is not None or not sink(target.name, target.part, tensor):
+            with torch.no_grad():
+                dest.copy_(tensor)
         loaded.add(target.name)
     missing = sorted(params.keys() - loaded)
     if missing:
