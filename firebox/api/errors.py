@@ -61,7 +61,10 @@ def field_path(loc: tuple[Any, ...]) -> str | None:
 
 def validation_body(exc: RequestValidationError) -> ErrorResponse:
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    # in a union (`input: str | list[...]`) a check that failed in the branch whose type matched
+    # says more than the other branches' type mismatches, which pydantic lists first
+    checks = [e for e in errors if e.get("type") == "value_error"]
+    first = (checks or errors or [{"loc": (), "msg": "invalid request"}])[0]
     param = field_path(tuple(first.get("loc", ())))
     message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     if param is not None:

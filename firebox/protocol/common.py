@@ -8,9 +8,12 @@ are always written, as OpenAI writes them.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins valid pairs, so any left is unpaired
 
 
 def _is_none(value: object) -> bool:
@@ -22,10 +25,30 @@ def omitted_if_none(**kwargs: Any) -> Any:
     return Field(default=None, exclude_if=_is_none, **kwargs)
 
 
+def reject_unpaired_surrogates(value: Any) -> Any:
+    """JSON can escape half a UTF-16 pair (`"\\ud800"`), which is no character: the tokenizer
+    and the usage database cannot take such text, so it is refused here, naming the field.
+    Nested models are skipped: they check their own fields."""
+    pending = [value]
+    while pending:  # not recursive: free-form fields (tools, response_format) may nest deeply
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise ValueError("text must be valid Unicode; it holds an unpaired UTF-16 surrogate")
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return value
+
+
 class RequestModel(BaseModel):
-    """Base of every request body: an unknown field is an error, never ignored."""
+    """Base of every request body: an unknown field is an error, never ignored; text is Unicode."""
 
     model_config = ConfigDict(extra="forbid")
+
+    _check_text = field_validator("*")(reject_unpaired_surrogates)
 
 
 class ResponseModel(BaseModel):

@@ -15,6 +15,8 @@ from firebox.protocol.common import ContextLengthBehavior, RequestModel, Service
 
 MAX_TOP_LOGPROBS = 20
 MAX_N = 128
+MAX_TOP_K = 100  # Fireworks' range
+MAX_STOP = 4  # stop sequences, as both SDKs document
 
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 Probability = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -79,7 +81,7 @@ class GenerationParams(RequestModel):
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_p: Probability | None = None
     typical_p: Probability | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=MAX_TOP_K)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
     perf_metrics_in_response: bool | None = None
@@ -119,8 +121,10 @@ class GenerationParams(RequestModel):
 
     @field_validator("stop")
     @classmethod
-    def _stop_strings_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
+    def _stop_strings_few_and_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
         strings = [value] if isinstance(value, str) else value or []
+        if len(strings) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences")
         if any(not s for s in strings):
             raise ValueError("stop strings must not be empty")
         return value
@@ -129,7 +133,7 @@ class GenerationParams(RequestModel):
     @classmethod
     def _logit_bias_keys_are_token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key in value or {}:
-            if not key.strip().isdigit():
+            if not key.strip().isdecimal():  # what int() reads; isdigit() also passes "²"
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
         return value
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
-from firebox.protocol.common import RequestModel, ResponseModel, omitted_if_none
+from firebox.protocol.common import RequestModel, ResponseModel, omitted_if_none, reject_unpaired_surrogates
 from firebox.protocol.params import MAX_TOP_LOGPROBS, GenerationParams
 
 MAX_METADATA_PAIRS = 16
@@ -39,6 +39,8 @@ class LenientModel(BaseModel):
     (an image part, a tool output) instead of a generic "extra inputs" error."""
 
     model_config = ConfigDict(extra="allow")
+
+    _check_text = field_validator("*")(reject_unpaired_surrogates)
 
 
 class InputContentPart(LenientModel):

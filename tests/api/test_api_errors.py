@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -106,11 +108,34 @@ def test_images_in_completions_are_refused(server) -> None:
         ({**CHAT, "max_tokens": 5, "max_completion_tokens": 5}, "max_completion_tokens"),
         ({**CHAT, "stream_options": {"include_usage": True}}, "stream_options"),
         ({**CHAT, "logit_bias": {"100000": 1}}, "logit_bias"),
+        ({**CHAT, "logit_bias": {"\u00b2": 1}}, "logit_bias"),  # a digit to str.isdigit, not to int()
+        ({**CHAT, "top_k": 101}, "top_k"),
+        ({**CHAT, "top_k": 10**30}, "top_k"),  # was a 500: the sampling-options header holds it
+        ({**CHAT, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ],
 )
 def test_invalid_values_are_a_400_not_a_422(server, body: dict, param: str) -> None:
     error = _error(_post(server, "/v1/chat/completions", body), 400)
     assert error["param"] == param and error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": "\ud800"}]}, "messages[0].content"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi \udc00"}, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "user": "\ud800"}, "user"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "metadata": {"k": "\ud800"}}, "metadata"),
+        ("/v1/tokenize", {"model": MODEL, "prompt": "\ud800"}, "prompt"),
+        ("/v1/responses", {"model": MODEL, "input": [{"role": "user", "content": "\ud800"}]}, "input"),
+    ],
+)
+def test_unpaired_surrogates_are_a_400_not_a_500(server, path: str, body: dict, param: str) -> None:
+    # JSON may escape half a UTF-16 pair; the tokenizer (and the usage database) cannot take it
+    raw = json.dumps(body).encode()  # ensure_ascii keeps the lone surrogate as a \ud800 escape
+    error = _error(_post(server, path, raw), 400)
+    assert error["param"] == param and "surrogate" in error["message"]
+    assert not server.engine.submitted
 
 
 def test_non_text_content_part_is_a_400(server) -> None:
