@@ -35,6 +35,13 @@ class ChatMessage(RequestModel):
     tool_call_id: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
 
+    @field_validator("role", mode="before")
+    @classmethod
+    def _developer_is_system(cls, value: Any) -> Any:
+        # OpenAI's newer clients send instructions as "developer"; open models' templates know
+        # them as "system" (the Responses endpoint maps them the same way)
+        return "system" if value == "developer" else value
+
 
 class ChatCompletionRequest(GenerationParams):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]

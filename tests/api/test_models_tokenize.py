@@ -81,3 +81,14 @@ def test_detokenize_refuses_ids_outside_the_vocabulary(server) -> None:
         unknown = http.post("/v1/detokenize", json={"model": "nope", "tokens": [1]})
     assert response.status_code == 400 and response.json()["error"]["param"] == "tokens"
     assert unknown.status_code == 404
+
+
+def test_a_developer_message_is_a_system_message(server) -> None:
+    def tokens(role: str) -> list[int]:
+        messages = [{"role": role, "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        with httpx.Client(base_url=server.url) as http:
+            response = http.post("/v1/tokenize", json={"model": MODEL, "messages": messages})
+        assert response.status_code == 200
+        return response.json()["tokens"]
+
+    assert tokens("developer") == tokens("system") != tokens("user")
