@@ -16,14 +16,24 @@ def parse_time(value: str | None) -> datetime | None:
     if value is None or value == "":
         return None
     try:
-        return datetime.fromtimestamp(float(value), UTC).replace(tzinfo=None)
+        seconds = float(value)
     except ValueError:
-        pass
+        return _parse_rfc3339(value)
+    try:
+        return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError, OSError) as error:  # NaN, infinity, or beyond year 9999
+        raise InvalidArgumentError(f"invalid time {value!r}: out of range") from error
+
+
+def _parse_rfc3339(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as error:
         raise InvalidArgumentError(f"invalid time {value!r}: use RFC 3339 or Unix seconds") from error
-    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    try:
+        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    except OverflowError as error:  # an offset that moves it past year 9999 (or before year 1)
+        raise InvalidArgumentError(f"invalid time {value!r}: out of range") from error
 
 
 def format_time(value: datetime, timespec: str = "seconds") -> str:

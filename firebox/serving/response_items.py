@@ -39,6 +39,8 @@ def input_items(value: str | list[InputItem]) -> list[dict[str, Any]]:
     """The request's input as stored items: a string is one user message."""
     if isinstance(value, str):
         return [message_item("user", [value])]
+    if not value:  # as chat refuses an empty `messages`
+        raise InvalidRequestError("input must hold at least one item", param="input")
     return [_item(i, item) for i, item in enumerate(value)]
 
 

@@ -192,6 +192,7 @@ def test_previous_response_id_continues_without_the_old_instructions(client, ser
         ("stop", [""]),
         ("logit_bias", {"a": 1}),
         ("include", ["everything"]),
+        ("input", []),
     ],
 )
 def test_unsupported_fields_are_a_400_naming_them(server, field: str, value: object) -> None:

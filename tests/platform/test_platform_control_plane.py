@@ -107,4 +107,6 @@ def test_paging(server: LiveServer, platform: Platform) -> None:
     first = httpx.get(url, params={"pageSize": 2}, headers=headers).json()
     assert [u["name"][-6:] for u in first["users"]] == ["user-0", "user-1"] and first["totalSize"] == 5
     rest = list(_sdk(server, ADMIN_KEY, "fireworks").users.list(page_size=2))  # the SDK follows the tokens
+    for token in ("-2", "two"):
+        assert httpx.get(url, params={"pageToken": token}, headers=headers).status_code == 400
     assert [u.name[-6:] for u in rest] == [f"user-{i}" for i in range(5)]

@@ -126,6 +126,8 @@ def test_dashboard_renders_usage_and_streams_chat(live, tmp_path: Path) -> None:
             "document.querySelector('.message.assistant')?.textContent === 'Hello from the fake model!'",
             timeout=15_000)
         assert page.locator(".message.user").inner_text() == "Say hello"
+        page.wait_for_function("!document.querySelector('#send').disabled", timeout=15_000)  # the stream ended
+        assert page.locator("#stop").is_disabled()
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         assert page.evaluate("sessionStorage.getItem('firebox.apiKey')") == key
         browser.close()

@@ -102,4 +102,6 @@ def test_authorization_and_validation(client: TestClient, platform: Platform) ->
     assert set(bad.json()["error"]) == {"message", "type", "param", "code"}
     assert _usage(client, admin, group_by="colour").status_code == 400
     assert _usage(client, admin, start="yesterday").status_code == 400
+    for out_of_range in ("1e30", "inf", "-1e30", "9999-12-31T23:00:00-05:00"):  # not a datetime: 400, not 500
+        assert _usage(client, admin, start=out_of_range).status_code == 400
     assert _usage(client, admin, start="2024-05-02T00:00:00Z", end="2024-05-01T00:00:00Z").status_code == 400

@@ -83,6 +83,17 @@ def api_key_json(api_key: ApiKey, key: str | None = None) -> dict[str, Any]:
     return body
 
 
+def _capped_limit(name: str, requested: int | None, own: int | None) -> int | None:
+    """A new key's limit when the caller's key has `own`: at most that (and that when unset), so a
+    rate-limited key cannot escape its limit by minting a looser key. A key without a limit (an
+    admin key, an unlimited key) may set any."""
+    if own is None:
+        return requested
+    if requested is not None and requested > own:
+        raise PermissionDeniedError(f"{name} may not exceed the calling key's own limit ({own})")
+    return own if requested is None else requested
+
+
 def _page(plural: str, items: list[dict[str, Any]], page_size: int | None,
           page_token: str | None) -> dict[str, Any]:
     page, next_token = paginate(items, page_size, page_token)
@@ -140,10 +151,11 @@ class _ControlPlane:
     def create_key(self, principal: Principal, account_id: str, user_id: str, body: CreateApiKeyBody):
         principal.require_access(account_id)
         fields = body.api_key
+        rpm = _capped_limit("requestsPerMinute", fields.requests_per_minute, principal.requests_per_minute)
+        tpm = _capped_limit("tokensPerMinute", fields.tokens_per_minute, principal.tokens_per_minute)
         created = self.keys.create(account_id, user_id, display_name=fields.display_name,
                                    expire_time=parse_time(fields.expire_time),
-                                   requests_per_minute=fields.requests_per_minute,
-                                   tokens_per_minute=fields.tokens_per_minute)
+                                   requests_per_minute=rpm, tokens_per_minute=tpm)
         self._keys_changed()
         return api_key_json(created.api_key, created.key)
 

@@ -80,7 +80,9 @@ def paginate(items: Sequence[T], page_size: int | None, page_token: str | None) 
         raise InvalidArgumentError("pageSize must be positive")
     try:
         offset = int(page_token or 0)
-    except ValueError as error:
-        raise InvalidArgumentError(f"invalid pageToken {page_token!r}") from error
+    except ValueError:
+        offset = -1
+    if offset < 0:
+        raise InvalidArgumentError(f"invalid pageToken {page_token!r}")
     end = offset + size
     return list(items[offset:end]), str(end) if end < len(items) else ""

@@ -1,0 +1,157 @@
+"""The platform behind real inference requests, wired as `firebox serve` wires it (the platform's
+authenticator, rate limiter and completion callbacks): private models per account, 429s with
+Retry-After and x-ratelimit-* headers, and the usage API and /metrics after a short load."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from platform_helpers import ADMIN_KEY
+from prometheus_client.parser import text_string_to_metric_families
+
+from firebox.api.app import create_app
+from firebox.api.routes.control_plane import control_plane_router
+from firebox.api.routes.metrics import metrics_router
+from firebox.api.routes.usage import usage_router
+from firebox.platform.services import Platform
+from firebox.serving.registry import ModelRegistry
+from tests.conftest import serve_in_thread
+from tests.fakes import FakeEngine
+
+PUBLIC = "accounts/fireworks/models/fake-chatml"
+PRIVATE = "accounts/acme/models/secret"
+
+
+@dataclass
+class Served:
+    url: str
+    platform: Platform
+
+    def key(self, account: str, **limits: int) -> str:
+        self.platform.accounts.ensure_account(account)
+        self.platform.accounts.ensure_user(account, "alice")
+        return self.platform.keys.create(account, "alice", **limits).key
+
+    def openai(self, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/inference/v1", api_key=key, max_retries=0)
+
+
+@pytest.fixture
+def database_url() -> None:
+    """Wiring, not storage: SQLite only (overrides the conftest matrix)."""
+    return None
+
+
+@pytest.fixture
+def served(platform: Platform) -> Iterator[Served]:
+    registry = ModelRegistry()
+    for engine in (FakeEngine(), FakeEngine(name=PRIVATE)):
+        registry.add(engine.name, engine)
+        platform.metrics.add_engine(engine.name, _IdleStats)
+    routers = [control_plane_router(platform.accounts, platform.keys, platform.authenticator),
+               usage_router(platform.usage_query, platform.accounts, platform.authenticator),
+               metrics_router(platform.metrics)]  # fmt: skip
+    app = create_app(registry, platform.authenticator, platform.completion_callbacks(), extra_routers=routers,
+                     rate_limiter=platform.rate_limiter, response_store=platform.responses)  # fmt: skip
+    with serve_in_thread(app) as url:
+        yield Served(url, platform)
+
+
+@dataclass
+class _IdleStats:
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_cache_usage: float = 0.0
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
+
+
+def _chat(client: openai.OpenAI, model: str = PUBLIC) -> Any:
+    return client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=3
+    )
+
+
+def test_a_private_model_is_only_for_its_account(served: Served) -> None:
+    acme, rival = served.openai(served.key("acme")), served.openai(served.key("rival"))
+    assert _chat(acme, PRIVATE).parse().usage.completion_tokens == 3
+    with pytest.raises(openai.NotFoundError):
+        _chat(rival, PRIVATE)
+    with pytest.raises(openai.NotFoundError):
+        rival.responses.create(model=PRIVATE, input="Hello")
+    assert _chat(rival, PUBLIC).parse().usage.completion_tokens == 3  # public models are for everyone
+    assert {m.id for m in rival.models.list()} == {PUBLIC}
+    assert {m.id for m in acme.models.list()} == {PUBLIC, PRIVATE}
+
+
+def test_a_key_over_its_request_limit_gets_a_429_with_retry_after(served: Served) -> None:
+    client = served.openai(served.key("acme", requests_per_minute=2))
+    first = _chat(client)
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert _chat(client).headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(openai.RateLimitError) as refused:
+        _chat(client)
+    headers = refused.value.response.headers
+    assert 0 < int(headers["retry-after"]) <= 60 and headers["x-ratelimit-remaining-requests"] == "0"
+    assert set(refused.value.body) == {"message", "type", "param", "code"}
+    assert _chat(served.openai(served.key("acme"))).parse().usage.completion_tokens == 3  # other keys unaffected
+
+
+def test_a_key_over_its_token_limit_is_refused_until_the_window_moves(served: Served) -> None:
+    client = served.openai(served.key("acme", tokens_per_minute=10))
+    first = _chat(client).parse()
+    assert first.usage.total_tokens > 10  # charged when the request finished
+    with pytest.raises(openai.RateLimitError) as refused:
+        _chat(client)
+    assert refused.value.response.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert int(refused.value.response.headers["retry-after"]) > 0
+
+
+def test_a_limited_key_cannot_mint_a_key_with_looser_limits(served: Served) -> None:
+    limited = served.key("acme", requests_per_minute=5, tokens_per_minute=1000)
+    url = f"{served.url}/v1/accounts/acme/users/alice/apiKeys"
+    headers = {"Authorization": f"Bearer {limited}"}
+    inherited = httpx.post(url, headers=headers, json={"apiKey": {"displayName": "child"}})
+    assert inherited.status_code == 200
+    assert (inherited.json()["requestsPerMinute"], inherited.json()["tokensPerMinute"]) == (5, 1000)
+    tighter = httpx.post(url, headers=headers, json={"apiKey": {"requestsPerMinute": 2}})
+    assert (tighter.json()["requestsPerMinute"], tighter.json()["tokensPerMinute"]) == (2, 1000)
+    looser = httpx.post(url, headers=headers, json={"apiKey": {"tokensPerMinute": 1001}})
+    assert looser.status_code == 403 and looser.json()["error"]["code"] == "PERMISSION_DENIED"
+    admin = httpx.post(url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json={"apiKey": {}})
+    assert admin.json()["requestsPerMinute"] is None  # the operator's keys set any limit
+
+
+def test_usage_api_and_metrics_after_a_short_load(served: Served) -> None:
+    keys = {"k1": served.key("acme"), "k2": served.key("acme")}
+    counts = {"k1": 3, "k2": 2}
+    completion_tokens = 0
+    for name, count in counts.items():
+        client = served.openai(keys[name])
+        for _ in range(count):
+            completion_tokens += _chat(client).parse().usage.completion_tokens
+    served.openai(keys["k1"]).responses.create(model=PRIVATE, input="Hi", max_output_tokens=2)
+    served.platform.usage.flush()
+
+    usage = httpx.get(f"{served.url}/v1/accounts/acme/usage", params={"group_by": "model", "granularity": "day"},
+                      headers={"Authorization": f"Bearer {keys['k2']}"})  # fmt: skip
+    assert usage.status_code == 200
+    by_model = {row["model"]: row for row in usage.json()["data"]}
+    assert (by_model[PUBLIC]["requests"], by_model[PRIVATE]["requests"]) == (5, 1)
+    assert by_model[PUBLIC]["completion_tokens"] == completion_tokens and by_model[PRIVATE]["completion_tokens"] == 2
+    assert by_model[PUBLIC]["prompt_tokens"] > 0 and by_model[PUBLIC]["latency_p50_ms"] > 0
+    by_key = httpx.get(f"{served.url}/v1/accounts/acme/usage", params={"group_by": "key"},
+                       headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["data"]  # fmt: skip
+    key_ids = {served.platform.keys.find_by_key(k).key_id: n for n, k in keys.items()}
+    assert {key_ids[row["key"]]: row["requests"] for row in by_key} == {"k1": 4, "k2": 2}
+
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{served.url}/metrics").text)}
+    success = {(s.labels["model_name"], s.labels["finished_reason"]): s.value
+               for s in families["firebox:request_success"].samples if s.name.endswith("_total")}  # fmt: skip
+    assert success[(PUBLIC, "length")] == 5 and success[(PRIVATE, "length")] == 1
