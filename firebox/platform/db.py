@@ -7,12 +7,11 @@ busy timeout, so concurrent writers wait instead of failing); PostgreSQL when a 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,6 +79,12 @@ class Database:
 
     def upgrade(self, revision: str = "head") -> None:
         """Run Alembic migrations programmatically (no alembic.ini needed)."""
+        # Alembic's plugin and revision lines (logged as it loads and upgrades) would bury the
+        # server's own start-up log; its warnings still show.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS_DIR))
         with self.engine.begin() as connection:
