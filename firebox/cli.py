@@ -224,9 +224,7 @@ class _ThreadEngineLaunch:
         self.config = config
 
     def wait(self, progress: Any = None) -> Any:
-        from firebox.engine.launch import (
-            start_engine,  # torch and the loaders: only when serving
-        )
+        from firebox.engine.launch import start_engine  # torch and the loaders: only when serving
 
         return start_engine(self.config, progress)
 

@@ -36,10 +36,9 @@ class ModelConfig:
     `bfloat16` or `float16`."""
 
     quantization: str = "auto"
-    """Kernels of the linear layers: `auto` (on CPU: weight-only 4/8-bit kernels for small steps, as
-    the checkpoint is quantized, and bf16 where the CPU has it for large ones; dense elsewhere),
-    `none` (dense in the model dtype: the reference numerics), `int4` or `int8` (see
-    engine/runner/weight_kernels.py)."""
+    """Kernels of the linear layers: `auto` (on CPU, firebox's 4/8-bit group kernels for every step
+    size, 4-bit where the checkpoint is; dense elsewhere), `none` (dense in the model dtype: the
+    reference numerics), `int4` or `int8` (see engine/runner/weight_kernels.py)."""
 
     max_model_len: int | None = None
     """Context length in tokens; `None` takes the model's own."""

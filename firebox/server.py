@@ -16,13 +16,7 @@ from typing import Any
 
 import uvicorn
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from firebox.api.app import create_app
 from firebox.api.state import Lifecycle

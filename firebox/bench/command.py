@@ -10,21 +10,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from firebox.bench.report import levels_table, notes, results_document, write_json
-from firebox.bench.serve import (
-    LoadLevel,
-    default_num_requests,
-    requests_needed,
-    run_benchmark,
-)
+from firebox.bench.serve import LoadLevel, default_num_requests, requests_needed, run_benchmark
 from firebox.bench.stats import LevelMetrics
 from firebox.bench.stream import RequestSettings, endpoint_url
 from firebox.bench.workload import BenchRequest, file_requests, synthetic_requests

@@ -25,17 +25,7 @@ from multiprocessing.process import BaseProcess
 
 from firebox.config import EngineConfig
 from firebox.engine.describe import ModelDescription, describe_model
-from firebox.engine.ipc import (
-    Abort,
-    Command,
-    Failed,
-    Loading,
-    Ready,
-    Shutdown,
-    Step,
-    receive,
-    send,
-)
+from firebox.engine.ipc import Abort, Command, Failed, Loading, Ready, Shutdown, Step, receive, send
 from firebox.engine.launch import Progress, build_core
 from firebox.engine.process_worker import CoreBuilder, run_engine_process
 from firebox.engine.stats import EngineStats

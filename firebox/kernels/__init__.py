@@ -3,8 +3,8 @@
 A leaf package: the model layers and the runner both call into it.
 
 Built with torch's cpp_extension (ninja, the system C++ compiler, `-march=native`) into firebox's
-kernel cache (`~/.cache/firebox/kernels`); the build name carries a hash of the sources and of the CPU flags, so a changed
-kernel or a different CPU never loads a stale binary. Where no compiler is available the callers
+kernel cache (`~/.cache/firebox/kernels`); the build name carries a hash of the sources and of the
+CPU flags, so a changed kernel or a different CPU never loads a stale binary. Where no compiler is available the callers
 fall back to the portable torch kernels: `load_native()` returns False and says why in the log.
 """
 

@@ -29,21 +29,15 @@ def init_dummy_weights(module: torch.nn.Module, seed: int) -> None:
     import torch
 
     with torch.no_grad():
-        _init_parameters(module, seed)
-
-
-def _init_parameters(module: torch.nn.Module, seed: int) -> None:
-    import torch
-
-    for name, param in module.named_parameters():
-        if param.is_meta:
-            raise ValueError(f"parameter {name} is on the meta device; materialize the module first")
-        if param.dim() == 1 and "norm" in name:
-            param.fill_(1.0)
-            continue
-        generator = torch.Generator(device=param.device)
-        generator.manual_seed(_parameter_seed(seed, name))
-        param.uniform_(-_INIT_RANGE, _INIT_RANGE, generator=generator)  # in place: no temporaries
+        for name, param in module.named_parameters():
+            if param.is_meta:
+                raise ValueError(f"parameter {name} is on the meta device; materialize the module first")
+            if param.dim() == 1 and "norm" in name:
+                param.fill_(1.0)
+                continue
+            generator = torch.Generator(device=param.device)
+            generator.manual_seed(_parameter_seed(seed, name))
+            param.uniform_(-_INIT_RANGE, _INIT_RANGE, generator=generator)  # in place: no temporaries
 
 
 def _parameter_seed(seed: int, name: str) -> int:

@@ -25,12 +25,7 @@ from firebox.models.layers.linear import Linear
 from firebox.models.layers.mlp import GatedMLP
 from firebox.models.layers.norm import RMSNorm
 from firebox.models.layers.rotary import RotaryEmbedding, apply_rotary
-from firebox.models.layers.weights import (
-    WeightRule,
-    WeightSink,
-    load_named_weights,
-    weight_rule,
-)
+from firebox.models.layers.weights import WeightRule, WeightSink, load_named_weights, weight_rule
 from firebox.models.native_stack import run_native_stack
 
 # Hugging Face keeps q/k/v and gate/up as separate tensors; we fuse them into one matmul each.

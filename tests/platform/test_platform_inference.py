@@ -18,6 +18,7 @@ from firebox.api.app import create_app
 from firebox.api.routes.control_plane import control_plane_router
 from firebox.api.routes.metrics import metrics_router
 from firebox.api.routes.usage import usage_router
+from firebox.engine.ipc import IDLE_STATS
 from firebox.platform.services import Platform
 from firebox.serving.registry import ModelRegistry
 from tests.conftest import serve_in_thread
@@ -52,7 +53,7 @@ def served(platform: Platform) -> Iterator[Served]:
     registry = ModelRegistry()
     for engine in (FakeEngine(), FakeEngine(name=PRIVATE)):
         registry.add(engine.name, engine)
-        platform.metrics.add_engine(engine.name, _IdleStats)
+        platform.metrics.add_engine(engine.name, lambda: IDLE_STATS)
     routers = [control_plane_router(platform.accounts, platform.keys, platform.authenticator),
                usage_router(platform.usage_query, platform.accounts, platform.authenticator),
                metrics_router(platform.metrics)]  # fmt: skip
@@ -60,15 +61,6 @@ def served(platform: Platform) -> Iterator[Served]:
                      rate_limiter=platform.rate_limiter, response_store=platform.responses)  # fmt: skip
     with serve_in_thread(app) as url:
         yield Served(url, platform)
-
-
-@dataclass
-class _IdleStats:
-    num_running: int = 0
-    num_waiting: int = 0
-    kv_cache_usage: float = 0.0
-    prefix_cache_queries: int = 0
-    prefix_cache_hits: int = 0
 
 
 def _chat(client: openai.OpenAI, model: str = PUBLIC) -> Any:

@@ -15,22 +15,10 @@ import torch
 from firebox.config import CacheConfig, DeviceConfig, ModelConfig
 from firebox.engine.runner.attention.backend import AttentionBackend
 from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
-from firebox.engine.runner.device import (
-    configure_threads,
-    resolve_device,
-    resolve_dtype,
-)
+from firebox.engine.runner.device import configure_threads, resolve_device, resolve_dtype
 from firebox.engine.runner.input_batch import ModelInput, prepare_inputs
-from firebox.engine.runner.sampler import (
-    Sampler,
-    build_sampling_batch,
-    compute_prompt_logprobs,
-)
-from firebox.engine.runner.weight_kernels import (
-    PackingSink,
-    install_weight_kernels,
-    resolve_quantization,
-)
+from firebox.engine.runner.sampler import Sampler, build_sampling_batch, compute_prompt_logprobs
+from firebox.engine.runner.weight_kernels import PackingSink, install_weight_kernels, resolve_quantization
 from firebox.engine.types import ModelRunnerOutput, SchedulerOutput, TokenLogprob
 from firebox.kernels import load_native
 from firebox.loader.arch_config import ArchConfig
@@ -50,9 +38,7 @@ def choose_attention_backend(name: str, device: torch.device) -> AttentionBacken
     """firebox's native paged kernel on CPU (when it compiles here), else the portable torch one."""
     if device.type == "cpu" and name in ("auto", "native"):
         if load_native():
-            from firebox.engine.runner.attention.cpu_paged import (
-                CpuPagedAttentionBackend,
-            )
+            from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
 
             return CpuPagedAttentionBackend()
         if name == "native":

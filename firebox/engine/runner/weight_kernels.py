@@ -29,6 +29,7 @@ from firebox.models.layers.quant import (
     GROUP_SIZE,
     BatchAdaptiveKernel,
     GroupKernel,
+    GroupWeight,
     Q4Weight,
     Q8Weight,
     quantize_q4,
@@ -69,9 +70,6 @@ def _fallback_kernel(module: Linear, bits: int) -> BatchAdaptiveKernel | None:
     dense = weight.to(torch.bfloat16) if cpu_has_native_bf16() else weight
     small = quantize_tinygemm_int4(weight).matmul
     return BatchAdaptiveKernel(small, dense, module.bias, FALLBACK_MAX_SMALL_ROWS)
-
-
-GroupWeight = Q4Weight | Q8Weight
 
 
 class PackingSink:

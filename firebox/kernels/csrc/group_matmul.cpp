@@ -84,7 +84,7 @@ QuantizedRows quantize_rows(const at::Tensor& x) {
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
-constexpr bool kSimd = true;
+#define FIREBOX_GROUP_SIMD 1
 using F = __m512;   // 16 fp32 lanes: one column block
 using I = __m512i;  // 16 int32 lanes, or 16 int16 pairs
 inline I izero() { return _mm512_setzero_si512(); }
@@ -113,7 +113,7 @@ inline F fcvt(I a) { return _mm512_cvtepi32_ps(a); }
 inline void fstore(float* p, F v) { _mm512_storeu_ps(p, v); }
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
-constexpr bool kSimd = true;
+#define FIREBOX_GROUP_SIMD 1
 struct F { __m256 a, b; };   // 16 fp32 lanes as two halves
 struct I { __m256i a, b; };
 inline I izero() { return {_mm256_setzero_si256(), _mm256_setzero_si256()}; }
@@ -140,8 +140,6 @@ inline void fstore(float* p, F v) {
   _mm256_storeu_ps(p, v.a);
   _mm256_storeu_ps(p + 8, v.b);
 }
-#else
-constexpr bool kSimd = false;
 #endif
 
 struct GroupWeights {
@@ -160,7 +158,7 @@ struct Rows {
   int64_t K, groups;
 };
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) || (defined(__AVX2__) && defined(__FMA__))
+#if defined(FIREBOX_GROUP_SIMD)
 // MT rows x NT column blocks of the output, over all groups.
 template <int MT, int NT, int BITS>
 inline void tile(const GroupWeights& w, const Rows& x, int64_t m0, int64_t nb0, float* out, int64_t N) {
@@ -233,7 +231,7 @@ void scalar_tile(const GroupWeights& w, const Rows& x, int64_t m, int64_t nb, fl
 template <int MT, int BITS>
 void rows_over_blocks(const GroupWeights& w, const Rows& x, int64_t m0, int64_t nb_begin, int64_t nb_end, float* out,
                       int64_t N) {
-#if defined(__AVX512F__) && defined(__AVX512BW__) || (defined(__AVX2__) && defined(__FMA__))
+#if defined(FIREBOX_GROUP_SIMD)
   // More column blocks per tile when there are fewer rows: independent accumulation chains.
   constexpr int NT = MT == 1 ? 4 : 2;
   int64_t nb = nb_begin;

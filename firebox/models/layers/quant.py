@@ -127,6 +127,9 @@ def pack_q8_reference(weight: torch.Tensor) -> Q8Weight:
     return Q8Weight(pairs.reshape(*pairs.shape[:3], -1), _per_group(scale), weight.shape[0])
 
 
+GroupWeight = Q4Weight | Q8Weight
+
+
 @dataclass(slots=True)
 class TinyGemmInt4Weight:
     """torch's own 4-bit kernel (tinygemm): w = (q - 8) * scale + zero; same grid as Q4Weight."""
@@ -149,7 +152,7 @@ def quantize_tinygemm_int4(weight: torch.Tensor) -> TinyGemmInt4Weight:
 class GroupKernel:
     """A group-quantized weight's matmul for every step size, plus the layer's bias."""
 
-    def __init__(self, weight: Q4Weight | Q8Weight, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight: GroupWeight, bias: torch.Tensor | None) -> None:
         self.weight = weight
         self.bias = bias
 
