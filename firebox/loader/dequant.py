@@ -52,10 +52,6 @@ def dequantize(raw: torch.Tensor, ggml_type: GGMLQuantizationType) -> torch.Tens
     return out.reshape(-1)
 
 
-def supported_types() -> tuple[GGMLQuantizationType, ...]:
-    return (*_NATIVE_DTYPES, *_DEQUANTIZERS)
-
-
 # --- byte-field helpers ----------------------------------------------------------------------
 
 

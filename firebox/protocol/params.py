@@ -136,7 +136,3 @@ class GenerationParams(RequestModel):
             if not key.strip().isdecimal():  # what int() reads; isdigit() also passes "²"
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
         return value
-
-    @property
-    def wants_stream(self) -> bool:
-        return bool(self.stream)
