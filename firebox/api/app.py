@@ -22,7 +22,7 @@ from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
 from firebox.serving.records import CompletionCallback, RequestRecorder
 from firebox.serving.registry import ModelRegistry
-from firebox.serving.response_store import InMemoryResponseStore, ResponseStore
+from firebox.serving.response_store_interface import InMemoryResponseStore, ResponseStore
 from firebox.serving.responses import ResponsesService
 
 INFERENCE_PREFIXES = ("/v1", "/inference/v1")

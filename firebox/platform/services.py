@@ -14,7 +14,7 @@ from firebox.platform.db import Database
 from firebox.platform.keys import KeyStore
 from firebox.platform.prometheus import PlatformMetrics
 from firebox.platform.rate_limit import RateLimiter
-from firebox.platform.responses_store import SqlResponseStore
+from firebox.platform.sql_response_store import SqlResponseStore
 from firebox.platform.usage import UsageRecorder
 from firebox.platform.usage_query import UsageQuery
 

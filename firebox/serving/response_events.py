@@ -27,7 +27,7 @@ from firebox.protocol.response_events import (
 )
 from firebox.protocol.responses import ResponseObject
 from firebox.serving.response_body import ResponseBuilder, delta_logprobs
-from firebox.serving.response_store import ResponseStore, completed_future
+from firebox.serving.response_store_interface import ResponseStore, completed_future
 from firebox.serving.run import GenerationRun
 
 logger = logging.getLogger(__name__)

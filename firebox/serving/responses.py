@@ -26,7 +26,7 @@ from firebox.serving.registry import ModelHandle
 from firebox.serving.response_body import ResponseBuilder, ResponseFrame, echoed_settings
 from firebox.serving.response_events import StoredRun, response_events
 from firebox.serving.response_items import chat_messages, input_items, new_item_id
-from firebox.serving.response_store import Order, ResponseStore, page_of
+from firebox.serving.response_store_interface import Order, ResponseStore, page_of
 from firebox.serving.run import GenerationRun, run_to_end, start_stream
 from firebox.serving.service import Completed, Streaming
 

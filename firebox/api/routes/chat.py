@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from firebox.api.deps import app_state, inference_context, resolve_model
-from firebox.api.responses import to_response
+from firebox.api.replies import to_response
 from firebox.api.sse import cancel_on_disconnect
 from firebox.protocol.chat import ChatCompletionRequest
 from firebox.serving.records import RequestContext

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from firebox.api.deps import app_state, authenticate, may_use, resolve_model
-from firebox.api.responses import json_response
+from firebox.api.replies import json_response
 from firebox.serving.models import get_model, list_models
 
 router = APIRouter(tags=["models"], dependencies=[Depends(authenticate)])

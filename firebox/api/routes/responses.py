@@ -13,7 +13,7 @@ from starlette.responses import StreamingResponse
 
 from firebox.api.deps import app_state, authenticate, inference_context, resolve_model
 from firebox.api.headers import serve_headers
-from firebox.api.responses import json_response
+from firebox.api.replies import json_response
 from firebox.api.sse import STREAM_HEADERS, EventStreamResponse, cancel_on_disconnect
 from firebox.protocol.response_events import ResponseEvent
 from firebox.protocol.responses import ResponseCreateRequest

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from firebox.api.deps import authenticate, resolve_model
-from firebox.api.responses import json_response
+from firebox.api.replies import json_response
 from firebox.protocol.tokenize import DetokenizeRequest, TokenizeRequest
 from firebox.serving.tokenize import detokenize, tokenize
 

@@ -1,4 +1,4 @@
-"""Service results -> HTTP responses with the `fireworks-*` headers."""
+"""Service results -> HTTP replies (a JSON body, or an SSE stream) with the `fireworks-*` headers."""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from sqlalchemy import inspect
 
 from firebox.platform.db import Database
 from firebox.platform.errors import AlreadyExistsError
-from firebox.platform.responses_store import ResponseTable, SqlResponseStore
+from firebox.platform.sql_response_store import ResponseTable, SqlResponseStore
 from firebox.platform.services import Platform
-from firebox.serving.response_store import InMemoryResponseStore
+from firebox.serving.response_store_interface import InMemoryResponseStore
 
 ITEMS = [{"id": "msg_1", "type": "message", "role": "user", "status": "completed",
           "content": [{"type": "input_text", "text": "Hello"}]}]  # fmt: skip

@@ -1,7 +1,7 @@
 """Stored responses of the Responses API in the platform database (table `responses`).
 
 `ResponseTable` is the synchronous SQL; `SqlResponseStore` is what serving uses (the methods of
-`firebox.serving.response_store.ResponseStore`): every call runs on one worker thread, off the
+`firebox.serving.response_store_interface.ResponseStore`): every call runs on one worker thread, off the
 event loop, in call order, so a write queued by a stream that is being cancelled still lands,
 after the ones before it, and a read sees every write queued before it.
 """

@@ -1,4 +1,4 @@
-"""Where stored responses live: the `ResponseStore` seam, paging, and an in-memory store.
+"""The `ResponseStore` interface (stored Responses-API objects), paging, and an in-memory store.
 
 A stored response is its JSON body (the `response` object as last sent) plus every input item the
 model saw: the earlier turns' inputs and outputs and this turn's input, so that a continuation
