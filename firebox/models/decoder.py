@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from firebox.engine.runner.attention.backend import AttentionBackend
 from firebox.kernels import has_native_op
 from firebox.loader.arch_config import ArchConfig
+from firebox.models.attention import AttentionBackend
 from firebox.models.layers.activation import check_activation
 from firebox.models.layers.linear import Linear
 from firebox.models.layers.mlp import GatedMLP

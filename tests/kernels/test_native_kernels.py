@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from firebox.engine.runner.attention.backend import AttentionBatch
 from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
 from firebox.kernels import has_native_op, load_native
+from firebox.models.attention import AttentionBatch
 from firebox.models.layers.quant import (
     BatchAdaptiveKernel,
     pack_q4_reference,

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from firebox.engine.runner.attention.backend import AttentionBackend, AttentionBatch
 from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
 from firebox.loader.arch_config import ArchConfig
+from firebox.models.attention import AttentionBackend, AttentionBatch
 from firebox.models.decoder import DecoderForCausalLM
 from firebox.models.registry import get_model_class
 

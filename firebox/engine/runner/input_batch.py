@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from firebox.engine.runner.attention.backend import AttentionBatch
 from firebox.engine.types import ScheduledRequest, SchedulerOutput
+from firebox.models.attention import AttentionBatch
 
 
 @dataclass(slots=True)

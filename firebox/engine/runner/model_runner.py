@@ -13,7 +13,6 @@ import logging
 import torch
 
 from firebox.config import CacheConfig, DeviceConfig, ModelConfig
-from firebox.engine.runner.attention.backend import AttentionBackend
 from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
 from firebox.engine.runner.device import configure_threads, resolve_device, resolve_dtype
 from firebox.engine.runner.input_batch import ModelInput, prepare_inputs
@@ -24,6 +23,7 @@ from firebox.kernels import load_native
 from firebox.loader.arch_config import ArchConfig
 from firebox.loader.dummy import init_dummy_weights
 from firebox.loader.source import ModelSource
+from firebox.models.attention import AttentionBackend
 from firebox.models.registry import get_model_class
 
 logger = logging.getLogger(__name__)

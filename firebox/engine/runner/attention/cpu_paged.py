@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from firebox.engine.runner.attention.backend import AttentionBatch
 from firebox.engine.runner.attention.torch_ref import _padded
+from firebox.models.attention import AttentionBatch
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from firebox.engine.runner.attention.backend import AttentionBatch
+from firebox.models.attention import AttentionBatch
 
 
 @dataclass(slots=True)

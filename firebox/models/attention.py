@@ -1,5 +1,9 @@
 """The attention-backend interface: how a model layer reads and writes the paged KV cache.
 
+It lives with the models because they are written against it: the engine's runner implements it
+(`engine/runner/attention/`: `torch_ref`, `cpu_paged`) and hands a backend down, so imports point
+from the engine to the models and never back.
+
 A model never sees block tables. Each attention layer calls `backend.forward(q, k, v, kv_cache,
 meta)` with the metadata built once per step by `backend.build_metadata`. Metadata is passed
 explicitly down the forward call; there is no global attention context.
