@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from firebox.platform.usage_entry import UsageEntry
+from firebox.request_record import RequestRecord
 
 logger = logging.getLogger(__name__)
 FINISH_REASONS = ("stop", "length", "abort")
@@ -107,31 +107,29 @@ class PlatformMetrics:
         for reason in FINISH_REASONS:
             self.request_success.labels(model_name=model_name, finished_reason=reason)
 
-    def observe_request(self, record: Any) -> None:
-        """Count a finished request (a serving `RequestRecord`, a dict or a `UsageEntry`)."""
-        entry = record if isinstance(record, UsageEntry) else UsageEntry.from_record(record)
-        model = entry.model
-        self.observe_status(model, entry.status_code)
-        if entry.status_code >= 400:
+    def observe_request(self, record: RequestRecord) -> None:
+        """Count a finished request."""
+        model = record.model
+        self.observe_status(model, record.status_code)
+        if record.status_code >= 400:
             return
-        self.prompt_tokens.labels(model_name=model).inc(entry.prompt_tokens)
-        self.generation_tokens.labels(model_name=model).inc(entry.completion_tokens)
-        reason = "abort" if entry.aborted else (entry.finish_reason or "stop")
-        self.request_success.labels(model_name=model, finished_reason=str(reason)).inc()
-        if entry.ttft_s is not None:
-            self.time_to_first_token.labels(model_name=model).observe(entry.ttft_s)
-        if entry.latency_s is not None:
-            self.e2e_request_latency.labels(model_name=model).observe(entry.latency_s)
+        self.prompt_tokens.labels(model_name=model).inc(record.prompt_tokens)
+        self.generation_tokens.labels(model_name=model).inc(record.completion_tokens)
+        reason = "abort" if record.aborted else (record.finish_reason or "stop")
+        self.request_success.labels(model_name=model, finished_reason=reason).inc()
+        if record.ttft_s is not None:
+            self.time_to_first_token.labels(model_name=model).observe(record.ttft_s)
+        self.e2e_request_latency.labels(model_name=model).observe(record.latency_s)
         if self._inter_token_from_records:
-            self._observe_mean_inter_token(entry)
+            self._observe_mean_inter_token(record)
 
-    def _observe_mean_inter_token(self, entry: UsageEntry) -> None:
+    def _observe_mean_inter_token(self, record: RequestRecord) -> None:
         """One observation per gap between generated tokens, each the request's mean gap."""
-        num_gaps = entry.completion_tokens - 1
-        if num_gaps < 1 or entry.ttft_s is None or entry.latency_s is None:
+        num_gaps = record.completion_tokens - 1
+        if num_gaps < 1 or record.ttft_s is None:
             return
-        mean_gap = max(0.0, entry.latency_s - entry.ttft_s) / num_gaps
-        histogram = self.inter_token_latency.labels(model_name=entry.model)
+        mean_gap = max(0.0, record.latency_s - record.ttft_s) / num_gaps
+        histogram = self.inter_token_latency.labels(model_name=record.model)
         for _ in range(num_gaps):
             histogram.observe(mean_gap)
 

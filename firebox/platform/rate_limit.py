@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from firebox.request_record import RequestRecord
+
 WINDOW_S = 60.0
 
 
@@ -103,19 +105,21 @@ class RateLimiter:
         return RateDecision(wait <= 0, wait, headers)
 
     def add_tokens(self, principal: Any, num_tokens: int) -> None:
-        """Charge a finished request's tokens to its key. Only `key_id` is read, so a serving
-        `RequestRecord` does as well as the principal; keys never checked with a limit are skipped."""
-        key_id = getattr(principal, "key_id", None)
+        """Charge a finished request's tokens to the caller's key."""
+        self._charge(principal.key_id, num_tokens)
+
+    def observe_request(self, record: RequestRecord) -> None:
+        """Completion callback: charge prompt + completion tokens of a finished request."""
+        self._charge(record.key_id, record.prompt_tokens + record.completion_tokens)
+
+    def _charge(self, key_id: str | None, num_tokens: int) -> None:
+        """Keys never checked with a limit are skipped: there is nothing to refuse them."""
         if key_id is None or num_tokens <= 0:
             return
         with self._lock:
             state = self._states.get(key_id)
             if state is not None:
                 state.tokens.add(self._clock(), num_tokens)
-
-    def observe_request(self, record: Any) -> None:
-        """Completion callback: charge prompt + completion tokens of a finished request."""
-        self.add_tokens(record, getattr(record, "prompt_tokens", 0) + getattr(record, "completion_tokens", 0))
 
     def _state(self, key_id: str, now: float) -> _KeyState:
         state = self._states.setdefault(key_id, _KeyState())

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from firebox.config import DEFAULT_ACCOUNT
 from firebox.platform.accounts import AccountStore
@@ -17,6 +16,7 @@ from firebox.platform.rate_limit import RateLimiter
 from firebox.platform.sql_response_store import SqlResponseStore
 from firebox.platform.usage import UsageRecorder
 from firebox.platform.usage_query import UsageQuery
+from firebox.request_record import RequestRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class Platform:
                    usage_query=UsageQuery(database), rate_limiter=RateLimiter(),
                    metrics=PlatformMetrics(), responses=SqlResponseStore(database))
 
-    def completion_callbacks(self) -> list[Callable[[Any], None]]:
+    def completion_callbacks(self) -> list[Callable[[RequestRecord], None]]:
         """What serving calls with each finished `RequestRecord`: usage row, metrics, token limit."""
         return [self.usage.record, self.metrics.observe_request, self.rate_limiter.observe_request]
 

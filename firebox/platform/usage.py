@@ -1,17 +1,21 @@
 """`UsageRecorder`: one usage row per request, durable at once, written to SQL in batches.
 
-`record()` runs on the event loop: it appends a JSON line to the journal (see `journal.py`) and
-queues the entry. A writer thread inserts queued entries in batches, off the event loop. Inserts
+`record()` runs on the event loop: it appends the `RequestRecord` as a JSON line to the journal
+(see `journal.py`) and queues it. A writer thread inserts queued records in batches, off the event
+loop. Inserts
 are idempotent by `request_id`, so replaying the journal after a crash never counts a request twice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +24,32 @@ from sqlalchemy import select
 from firebox.platform.db import Database
 from firebox.platform.journal import Journal
 from firebox.platform.schema import UsageRow
-from firebox.platform.usage_entry import UsageEntry
+from firebox.request_record import RequestRecord
 
 logger = logging.getLogger(__name__)
 _STOP = object()
 
 
-def insert_usage_entries(database: Database, entries: Iterable[UsageEntry]) -> None:
+def journal_line(record: RequestRecord) -> bytes:
+    return json.dumps(asdict(record), separators=(",", ":")).encode() + b"\n"
+
+
+def record_from_journal_line(line: bytes) -> RequestRecord:
+    return RequestRecord(**json.loads(line))
+
+
+def usage_columns(record: RequestRecord) -> dict[str, Any]:
+    """Values by column name of `usage_records`."""
+    columns = asdict(record)
+    del columns["finish_reason"]
+    columns["end_user"] = columns.pop("user")
+    columns["created"] = datetime.fromtimestamp(record.created, UTC).replace(tzinfo=None)
+    return columns
+
+
+def insert_usage_records(database: Database, records: Iterable[RequestRecord]) -> None:
     """Insert, skipping request ids already stored (ON CONFLICT DO NOTHING)."""
-    by_id = {entry.request_id: entry.to_columns() for entry in entries}
+    by_id = {record.request_id: usage_columns(record) for record in records}
     if not by_id:
         return
     table = UsageRow.__table__
@@ -70,29 +91,27 @@ class UsageRecorder:
     def start(self) -> int:
         """Replay journal lines left by a previous process; returns how many were read."""
         segments = self._journal.existing_segments()
-        entries = [UsageEntry.from_json_line(line) for line in self._journal.read_lines(segments)]
-        for start in range(0, len(entries), self._max_batch):
-            insert_usage_entries(self._db, entries[start:start + self._max_batch])
+        records = [record_from_journal_line(line) for line in self._journal.read_lines(segments)]
+        for start in range(0, len(records), self._max_batch):
+            insert_usage_records(self._db, records[start:start + self._max_batch])
         for path in segments:
             path.unlink()
         self._journal.open()
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._thread.start()
-        if entries:
-            logger.info("replayed %d usage records from the journal", len(entries))
-        return len(entries)
+        if records:
+            logger.info("replayed %d usage records from the journal", len(records))
+        return len(records)
 
-    def record(self, record: Any) -> UsageEntry:
+    def record(self, record: RequestRecord) -> None:
         """Durable (against a process kill) when it returns; the SQL insert follows in a batch."""
         if self._thread is None:
             raise ValueError("UsageRecorder.start() was not called")
-        entry = record if isinstance(record, UsageEntry) else UsageEntry.from_record(record)
-        segment = self._journal.append(entry.to_json_line())
-        self._queue.put((segment, entry))
-        return entry
+        segment = self._journal.append(journal_line(record))
+        self._queue.put((segment, record))
 
     def flush(self) -> None:
-        """Block until every recorded entry is in the database."""
+        """Block until every recorded request is in the database."""
         self._queue.join()
 
     def close(self) -> None:
@@ -114,9 +133,9 @@ class UsageRecorder:
             if stop:
                 return
 
-    def _next_batch(self) -> tuple[list[tuple[int, UsageEntry]], bool]:
-        """Wait for one entry, then gather more for up to `flush_interval_s`."""
-        batch: list[tuple[int, UsageEntry]] = []
+    def _next_batch(self) -> tuple[list[tuple[int, RequestRecord]], bool]:
+        """Wait for one record, then gather more for up to `flush_interval_s`."""
+        batch: list[tuple[int, RequestRecord]] = []
         item = self._queue.get()
         deadline = time.monotonic() + self._flush_interval_s
         while item is not _STOP:
@@ -130,12 +149,12 @@ class UsageRecorder:
                 return batch, False
         return batch, True
 
-    def _write(self, batch: list[tuple[int, UsageEntry]]) -> None:
+    def _write(self, batch: list[tuple[int, RequestRecord]]) -> None:
         while True:
             try:
-                insert_usage_entries(self._db, (entry for _, entry in batch))
+                insert_usage_records(self._db, (record for _, record in batch))
                 break
-            except Exception:  # the journal keeps the entries; retry until the database is back
+            except Exception:  # the journal keeps the records; retry until the database is back
                 logger.exception("writing %d usage records failed", len(batch))
                 if self._closing:
                     return  # left in the journal for the next start

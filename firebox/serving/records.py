@@ -1,8 +1,9 @@
 """One record per request when it ends, handed to the completion callbacks (usage, metrics).
 
 The API layer builds a `RequestContext` when a request arrives; the services fill a
-`RequestRecord` from it and from the engine's figures when the request is over, streamed,
-aborted or failed alike, and pass it to every callback exactly once.
+`RequestRecord` (firebox/request_record.py, shared with the platform) from it and from the
+engine's figures when the request is over, streamed, aborted or failed alike, and pass it to every
+callback exactly once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from firebox.request_record import RequestRecord
 from firebox.serving.auth import Principal
 
 logger = logging.getLogger(__name__)
@@ -28,27 +30,6 @@ class RequestContext:
     created: int  # unix seconds, the `created` of the response
     cache_isolation_key: str | None = None  # x-prompt-cache-isolation-key header
     session_affinity: str | None = None  # x-session-affinity header: same key, same replica
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    request_id: str
-    account_id: str
-    key_id: str | None
-    model: str
-    deployment: str | None
-    endpoint: str
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int  # only what was generated, also for an aborted stream
-    ttft_s: float | None  # None when no token was produced
-    latency_s: float  # arrival to end
-    status_code: int  # 200 for a stream that started, even if it was aborted later
-    aborted: bool  # the client went away before the end
-    user: str | None
-    metadata: dict[str, str] | None
-    created: int  # unix seconds
-    finish_reason: str | None = None  # of the first choice; None when it did not finish
 
 
 def refusal_record(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -14,8 +15,19 @@ from firebox.api.routes.dashboard import dashboard_router
 from firebox.api.routes.metrics import metrics_router
 from firebox.api.routes.usage import usage_router
 from firebox.platform.services import Platform
+from firebox.request_record import RequestRecord
 
 ADMIN_KEY = "admin-secret"
+
+
+def request_record(request_id: str, **fields: Any) -> RequestRecord:
+    """A finished request as serving reports it: nothing counted, unless `fields` say otherwise."""
+    defaults: dict[str, Any] = {
+        "account_id": "fireworks", "key_id": None, "model": "", "deployment": None, "endpoint": "",
+        "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "ttft_s": None, "latency_s": 0.0,
+        "status_code": 200, "aborted": False, "user": None, "metadata": None, "created": int(time.time()),
+    }  # fmt: skip
+    return RequestRecord(request_id=request_id, **{**defaults, **fields})
 
 
 def platform_app(services: Platform) -> FastAPI:

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from platform_helpers import LiveServer, platform_app
+from platform_helpers import LiveServer, platform_app, request_record
 
 from firebox.platform.services import Platform
-from firebox.platform.usage import insert_usage_entries
-from firebox.platform.usage_entry import UsageEntry
+from firebox.platform.usage import insert_usage_records
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Image = pytest.importorskip("PIL.Image")
@@ -53,12 +52,12 @@ def _add_fake_inference(app: FastAPI, seen: list[dict]) -> None:
 
 def _seed_usage(platform: Platform) -> None:
     now = time.time()
-    entries = [UsageEntry.from_record({
-        "request_id": f"r{hour}-{i}", "account_id": "acme", "key_id": "k1", "model": MODELS[i % 2],
-        "prompt_tokens": 200 + 40 * hour, "cached_tokens": 20, "completion_tokens": 80 + 10 * i,
-        "ttft": 0.05 + 0.01 * i + 0.02 * hour, "latency": 0.8 + 0.1 * hour, "created": now - hour * 3600 - 60})
+    records = [request_record(
+        f"r{hour}-{i}", account_id="acme", key_id="k1", model=MODELS[i % 2], prompt_tokens=200 + 40 * hour,
+        cached_tokens=20, completion_tokens=80 + 10 * i, ttft_s=0.05 + 0.01 * i + 0.02 * hour,
+        latency_s=0.8 + 0.1 * hour, created=int(now - hour * 3600 - 60))
         for hour in range(6) for i in range(4)]
-    insert_usage_entries(platform.database, entries)
+    insert_usage_records(platform.database, records)
 
 
 @pytest.fixture

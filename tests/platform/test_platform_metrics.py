@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from platform_helpers import request_record
 from prometheus_client.parser import text_string_to_metric_families
 
 from firebox.api.routes.metrics import metrics_router
@@ -63,11 +64,11 @@ def test_every_contract_family_is_exposed_with_model_name() -> None:
 def test_values_come_from_records_and_engine_stats() -> None:
     metrics = PlatformMetrics(inter_token_from_records=False)
     metrics.add_engine(MODEL, Stats)
-    metrics.observe_request({"request_id": "a", "model": MODEL, "prompt_tokens": 11, "completion_tokens": 5,
-                             "ttft": 0.03, "latency": 0.7, "finish_reason": "length"})
-    metrics.observe_request({"request_id": "b", "model": MODEL, "prompt_tokens": 4, "completion_tokens": 2,
-                             "aborted": True, "status_code": 200})
-    metrics.observe_request({"request_id": "c", "model": MODEL, "prompt_tokens": 9, "status_code": 400})
+    metrics.observe_request(request_record("a", model=MODEL, prompt_tokens=11, completion_tokens=5, ttft_s=0.03,
+                                           latency_s=0.7, finish_reason="length"))
+    metrics.observe_request(request_record("b", model=MODEL, prompt_tokens=4, completion_tokens=2, aborted=True,
+                                           status_code=200))
+    metrics.observe_request(request_record("c", model=MODEL, prompt_tokens=9, status_code=400))
     metrics.observe_status(MODEL, 429)
     for seconds in (0.01, 0.02, 0.5):
         metrics.observe_inter_token(MODEL, seconds)
@@ -98,8 +99,8 @@ def test_values_come_from_records_and_engine_stats() -> None:
 def test_inter_token_latency_derived_from_records() -> None:
     metrics = PlatformMetrics()
     metrics.add_engine(MODEL, Stats)
-    metrics.observe_request({"request_id": "a", "model": MODEL, "completion_tokens": 5, "ttft": 0.1, "latency": 0.5})
-    metrics.observe_request({"request_id": "b", "model": MODEL, "completion_tokens": 1, "ttft": 0.1, "latency": 0.1})
+    metrics.observe_request(request_record("a", model=MODEL, completion_tokens=5, ttft_s=0.1, latency_s=0.5))
+    metrics.observe_request(request_record("b", model=MODEL, completion_tokens=1, ttft_s=0.1, latency_s=0.1))
     samples = _scrape(metrics)
     itl = "firebox:inter_token_latency_seconds"
     assert _value(samples, itl, itl + "_count") == 4  # 4 gaps between 5 tokens; 1 token has none
@@ -110,7 +111,7 @@ def test_inter_token_latency_derived_from_records() -> None:
 
 def test_registries_are_independent_and_a_failing_engine_does_not_break_scrapes() -> None:
     first, second = PlatformMetrics(), PlatformMetrics()
-    first.observe_request({"request_id": "a", "model": MODEL, "prompt_tokens": 3})
+    first.observe_request(request_record("a", model=MODEL, prompt_tokens=3))
 
     def broken() -> Stats:
         raise RuntimeError("engine died")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from platform_helpers import request_record
 
 from firebox.platform.auth import Principal
 from firebox.platform.rate_limit import RateLimiter
@@ -74,15 +75,12 @@ def test_keys_are_independent_and_unlimited_keys_pass(clock: FakeClock) -> None:
 
 
 def test_finished_requests_charge_tokens_by_key_id(clock: FakeClock) -> None:
-    class Record:  # serving's RequestRecord carries key_id and the token counts
-        def __init__(self, key_id: str) -> None:
-            self.key_id, self.prompt_tokens, self.completion_tokens = key_id, 30, 25
-
     limiter = RateLimiter(clock=clock)
     key = Principal("acme", "k1", tokens_per_minute=50)
     assert limiter.check(key).allowed
-    limiter.observe_request(Record("k1"))
+    limiter.observe_request(request_record("r1", key_id="k1", prompt_tokens=30, completion_tokens=25))
     refused = limiter.check(key)
     assert not refused.allowed and refused.headers["x-ratelimit-remaining-tokens"] == "0"
-    limiter.observe_request(Record("k2"))  # never checked with a limit: nothing to charge
+    # k2 was never checked with a limit: nothing to charge
+    limiter.observe_request(request_record("r2", key_id="k2", prompt_tokens=30, completion_tokens=25))
     assert limiter.check(Principal("acme", "k2", tokens_per_minute=50)).allowed

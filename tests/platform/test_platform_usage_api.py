@@ -6,29 +6,28 @@ from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
-from platform_helpers import ADMIN_KEY, platform_app
+from platform_helpers import ADMIN_KEY, platform_app, request_record
 
 from firebox.platform.services import Platform
-from firebox.platform.usage import insert_usage_entries
-from firebox.platform.usage_entry import UsageEntry
+from firebox.platform.usage import insert_usage_records
+from firebox.request_record import RequestRecord
 
 A, B = "accounts/acme/models/a", "accounts/acme/models/b"
 FIELDS = ["start", "end", "requests", "prompt_tokens", "cached_tokens", "completion_tokens",
           "ttft_p50_ms", "ttft_p99_ms", "latency_p50_ms", "latency_p99_ms"]
 
 
-def _at(day: int, hour: int, minute: int = 0, second: int = 0) -> float:
-    return datetime(2024, 5, day, hour, minute, second, tzinfo=UTC).timestamp()
+def _at(day: int, hour: int, minute: int = 0, second: int = 0) -> int:
+    return int(datetime(2024, 5, day, hour, minute, second, tzinfo=UTC).timestamp())
 
 
-def _entry(request_id: str, created: float, model: str = A, key_id: str = "k1", account_id: str = "acme",
+def _entry(request_id: str, created: int, model: str = A, key_id: str = "k1", account_id: str = "acme",
            deployment: str | None = None, tokens: tuple[int, int, int] = (1, 0, 1),
-           ttft: float | None = None, latency: float | None = None) -> UsageEntry:
+           ttft: float | None = None, latency: float = 0.0) -> RequestRecord:
     prompt, cached, completion = tokens
-    return UsageEntry.from_record({
-        "request_id": request_id, "account_id": account_id, "key_id": key_id, "model": model,
-        "deployment": deployment, "prompt_tokens": prompt, "cached_tokens": cached,
-        "completion_tokens": completion, "ttft": ttft, "latency": latency, "created": created})
+    return request_record(request_id, account_id=account_id, key_id=key_id, model=model, deployment=deployment,
+                          prompt_tokens=prompt, cached_tokens=cached, completion_tokens=completion, ttft_s=ttft,
+                          latency_s=latency, created=created)
 
 
 @pytest.fixture
@@ -36,7 +35,7 @@ def client(platform: Platform) -> TestClient:
     for account in ("acme", "other"):
         platform.accounts.create_account(account)
         platform.accounts.create_user(account, role="user", user_id="alice")
-    insert_usage_entries(platform.database, [
+    insert_usage_records(platform.database, [
         _entry("r1", _at(1, 10, 5), tokens=(10, 2, 5), ttft=0.1, latency=1.0),
         _entry("r2", _at(1, 10, 30), key_id="k2", deployment="d1", tokens=(20, 0, 10), ttft=0.2, latency=2.0),
         _entry("r3", _at(1, 10, 59, 59), model=B, tokens=(5, 0, 1), latency=0.5),

@@ -7,38 +7,25 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from platform_helpers import request_record
 from sqlalchemy import func, select
 
 import firebox.platform.usage as usage_module
 from firebox.platform.db import Database
 from firebox.platform.schema import UsageRow
-from firebox.platform.usage import UsageRecorder, insert_usage_entries
-from firebox.platform.usage_entry import UsageEntry
+from firebox.platform.usage import UsageRecorder, insert_usage_records, journal_line, record_from_journal_line
+from firebox.request_record import RequestRecord
 
 
-@dataclass
-class FakeRequestRecord:
-    """The shape of serving's RequestRecord."""
-
-    request_id: str
-    account_id: str = "fireworks"
-    key_id: str | None = "k1"
-    model: str = "accounts/fireworks/models/tiny"
-    deployment: str | None = None
-    endpoint: str = "chat.completions"
-    prompt_tokens: int = 10
-    cached_tokens: int = 4
-    completion_tokens: int = 7
-    ttft: float | None = 0.05
-    latency: float | None = 0.5
-    status_code: int = 200
-    aborted: bool = False
-    user: str | None = "end-user-1"
-    metadata: dict | None = None
-    created: float = 1_700_000_000.0
+def _record(request_id: str, **fields: Any) -> RequestRecord:
+    """A chat completion with every field set."""
+    full = {"key_id": "k1", "model": "accounts/fireworks/models/tiny", "endpoint": "chat.completions",
+            "prompt_tokens": 10, "cached_tokens": 4, "completion_tokens": 7, "ttft_s": 0.05, "latency_s": 0.5,
+            "user": "end-user-1", "created": 1_700_000_000}  # fmt: skip
+    return request_record(request_id, **{**full, **fields})
 
 
 def _stored(database: Database) -> list[UsageRow]:
@@ -54,8 +41,8 @@ def _count(database: Database) -> int:
 def test_record_maps_every_field(database: Database, data_dir: Path) -> None:
     recorder = UsageRecorder(database, data_dir)
     recorder.start()
-    recorder.record(FakeRequestRecord("r1", metadata={"team": "a"}, aborted=True, deployment="d1"))
-    recorder.record({"request_id": "r2", "model": "m", "status": 400, "latency_s": 0.1})
+    recorder.record(_record("r1", metadata={"team": "a"}, aborted=True, deployment="d1"))
+    recorder.record(request_record("r2", model="m", status_code=400, latency_s=0.1))
     recorder.close()
     first, second = _stored(database)
     assert (first.key_id, first.model, first.deployment, first.endpoint) == (
@@ -70,19 +57,19 @@ def test_record_maps_every_field(database: Database, data_dir: Path) -> None:
 def test_writes_are_batched_off_the_caller(database: Database, data_dir: Path, monkeypatch) -> None:
     batches: list[int] = []
     release = threading.Event()
-    real_insert = usage_module.insert_usage_entries
+    real_insert = usage_module.insert_usage_records
 
-    def slow_insert(db, entries):
-        entries = list(entries)
-        batches.append(len(entries))
+    def slow_insert(db, records):
+        records = list(records)
+        batches.append(len(records))
         release.wait(10)  # holds the writer on its first batch while more records arrive
-        real_insert(db, entries)
+        real_insert(db, records)
 
-    monkeypatch.setattr(usage_module, "insert_usage_entries", slow_insert)
+    monkeypatch.setattr(usage_module, "insert_usage_records", slow_insert)
     recorder = UsageRecorder(database, data_dir, flush_interval_s=0.0)
     recorder.start()
     for i in range(40):
-        recorder.record(FakeRequestRecord(f"r{i:02d}"))  # returns at once although the writer is stuck
+        recorder.record(_record(f"r{i:02d}"))  # returns at once although the writer is stuck
     release.set()
     recorder.flush()
     assert sum(batches) == 40
@@ -93,17 +80,17 @@ def test_writes_are_batched_off_the_caller(database: Database, data_dir: Path, m
 
 
 def test_insert_is_idempotent_by_request_id(database: Database) -> None:
-    entries = [UsageEntry.from_record(FakeRequestRecord(f"r{i}")) for i in range(3)]
-    insert_usage_entries(database, entries[:2])
-    insert_usage_entries(database, entries + entries)
+    records = [_record(f"r{i}") for i in range(3)]
+    insert_usage_records(database, records[:2])
+    insert_usage_records(database, records + records)
     assert _count(database) == 3
 
 
 def test_start_replays_journal_and_skips_torn_line(database: Database, data_dir: Path) -> None:
     journal = data_dir / "usage-journal"
     journal.mkdir(parents=True)
-    lines = [UsageEntry.from_record(FakeRequestRecord(f"r{i}")).to_json_line() for i in range(3)]
-    insert_usage_entries(database, [UsageEntry.from_json_line(lines[0])])  # already stored
+    lines = [journal_line(_record(f"r{i}")) for i in range(3)]
+    insert_usage_records(database, [record_from_journal_line(lines[0])])  # already stored
     (journal / "segment-00000001.jsonl").write_bytes(b"".join(lines) + b'{"request_id": "torn')
     recorder = UsageRecorder(database, data_dir)
     assert recorder.start() == 3
@@ -113,17 +100,21 @@ def test_start_replays_journal_and_skips_torn_line(database: Database, data_dir:
 
 
 _CHILD = """
-import os, signal, sys
+import dataclasses, os, signal, sys
 from pathlib import Path
 from firebox.platform.db import Database
 from firebox.platform.usage import UsageRecorder
+from firebox.request_record import RequestRecord
 data_dir, url, count = Path(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3])
 database = Database.open(data_dir, url)
 # The writer would wait a minute before its first insert: only the journal can save the records.
 recorder = UsageRecorder(database, data_dir, flush_interval_s=60.0, max_batch=10**6)
 recorder.start()
+base = RequestRecord(request_id="", account_id="fireworks", key_id=None, model="m", deployment=None, endpoint="",
+                     prompt_tokens=1, cached_tokens=0, completion_tokens=0, ttft_s=None, latency_s=0.0,
+                     status_code=200, aborted=False, user=None, metadata=None, created=1_700_000_000)
 for i in range(count):
-    recorder.record({"request_id": f"req-{i}", "model": "m", "prompt_tokens": 1, "completion_tokens": i})
+    recorder.record(dataclasses.replace(base, request_id=f"req-{i}", completion_tokens=i))
 os.kill(os.getpid(), signal.SIGKILL)
 """
 

@@ -11,11 +11,12 @@ from firebox.engine.types import QueueFullError
 from firebox.protocol.chat import ChatCompletionChunk, ChatCompletionRequest
 from firebox.protocol.common import ErrorResponse
 from firebox.protocol.completions import CompletionRequest
+from firebox.request_record import RequestRecord
 from firebox.serving.auth import Principal
 from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
 from firebox.serving.errors import InvalidRequestError
-from firebox.serving.records import RequestContext, RequestRecord, RequestRecorder
+from firebox.serving.records import RequestContext, RequestRecorder
 from firebox.serving.registry import ModelRegistry
 from firebox.serving.service import Completed, Streaming
 from tests.fakes import FakeEngine
