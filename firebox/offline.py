@@ -26,7 +26,7 @@ from firebox.config import (
     ModelConfig,
     SchedulerConfig,
 )
-from firebox.engine.launch import build_core
+from firebox.engine.build import build_core
 from firebox.engine.types import EngineRequest, RequestOutput, RequestTimings, SamplingParams, TokenLogprob
 from firebox.serving.prompt import render_chat
 
