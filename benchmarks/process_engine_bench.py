@@ -1,4 +1,4 @@
-"""Thread engine (AsyncEngine) vs process engine (ProcessEngine): generation throughput driven
+"""Thread engine vs process engine (AsyncEngine over each transport): generation throughput driven
 straight from asyncio, no HTTP (not a test).
 
     python benchmarks/process_engine_bench.py [--streams 1 32] [--tokens 128] [--rounds 3] [--threads N] [--attention auto]
@@ -19,7 +19,7 @@ import time
 
 from firebox.config import CacheConfig, DeviceConfig, EngineConfig, ModelConfig, SchedulerConfig
 from firebox.engine.launch import start_engine
-from firebox.engine.process import ProcessEngine
+from firebox.engine.process import launch_process_engine
 from firebox.engine.types import EngineRequest, SamplingParams
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -73,7 +73,7 @@ def main() -> None:
         scheduler=SchedulerConfig(max_num_seqs=max(args.streams)),
         device=DeviceConfig(num_threads=args.threads, attention_backend=args.attention),
     )
-    engines = {"AsyncEngine (thread)": start_engine(config), "ProcessEngine": ProcessEngine.start(config)}
+    engines = {"thread engine": start_engine(config), "process engine": launch_process_engine(config).wait()}
     try:  # idle engines cost nothing: the thread and the child both sleep until work arrives
         results = asyncio.run(measure(engines, args.streams, args.tokens, args.rounds))
     finally:

@@ -1,11 +1,11 @@
-"""`AsyncEngine`: the `EngineClient` the serving layer talks to.
+"""`AsyncEngine`: the `EngineClient` the serving layer talks to, whichever side of a transport the
+engine core runs on (transport/: a thread of this process, or a process of its own).
 
-The engine core steps on a dedicated thread, so the event loop never runs a step and a step never
-waits on the event loop. The boundary is narrow on purpose, so that the core can move into its own
-process behind the same class: commands (add, abort) go into one queue that the engine thread
-drains at the start of each step; outputs come back one `RequestOutput` at a time through
-`loop.call_soon_threadsafe` into a per-request `asyncio.Queue`. An idle engine thread sleeps on a
-condition variable; it never spins.
+The event loop never runs a step and never waits on the core: `generate()` registers a
+per-request `asyncio.Queue` and hands the request to the transport, whose `submit` never blocks on
+the core. Each engine step comes back as one `Step` on the transport's thread; `deliver` hands
+every event loop its share of it with one `loop.call_soon_threadsafe`. When the core dies, every
+open stream ends with `EngineDeadError` and new requests are refused.
 """
 
 from __future__ import annotations
@@ -16,61 +16,53 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from firebox.engine.core import EngineCore
+from firebox.engine.ipc import Step
 from firebox.engine.stats import EngineStats
-from firebox.engine.types import EngineDeadError, EngineError, EngineRequest, ModelInfo, RequestOutput
+from firebox.engine.transport.base import EngineTransport
+from firebox.engine.types import EngineDeadError, EngineRequest, ModelInfo, RequestOutput
 from firebox.loader.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
+
+_Item = RequestOutput | BaseException
+_Posts = dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[_Item], _Item]]]
 
 
 @dataclass(slots=True)
 class _Stream:
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[RequestOutput | BaseException] = field(default_factory=asyncio.Queue)
-
-    def put(self, item: RequestOutput | BaseException) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the consumer's loop is closed: nobody is listening
-            pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Add:
-    request: EngineRequest
-    stream: _Stream
-
-
-@dataclass(frozen=True, slots=True)
-class _Abort:
-    request_id: str
+    queue: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
 
 
 class AsyncEngine:
-    """An `EngineClient` over an `EngineCore` stepped on its own thread."""
+    """An `EngineClient` over an `EngineTransport`; built by `launch.start_engine` (thread) or
+    `process.launch_process_engine` (process)."""
 
-    def __init__(self, core: EngineCore, model_info: ModelInfo, tokenizer: Tokenizer) -> None:
-        self.core = core
+    def __init__(
+        self, transport: EngineTransport, model_info: ModelInfo, tokenizer: Tokenizer, stats: EngineStats
+    ) -> None:
+        self.transport = transport
         self.model_info = model_info
         self.tokenizer = tokenizer
-        self._cond = threading.Condition()
-        self._commands: list[_Add | _Abort] = []  # guarded by _cond
-        self._stopping = False  # guarded by _cond
-        self._dead_reason: str | None = None  # guarded by _cond; set once, never cleared
-        self._streams: dict[str, _Stream] = {}  # engine thread only
-        self._stats = core.stats()
-        self._thread = threading.Thread(target=self._run, name="firebox-engine-core", daemon=True)
-        self._thread.start()
+        self._stats = stats
+        self._lock = threading.Lock()
+        self._streams: dict[str, _Stream] = {}  # guarded by _lock
+        self._dead_reason: str | None = None  # guarded by _lock; set once, never cleared
+        transport.start(self)
 
     @property
     def stats(self) -> EngineStats:
-        """The snapshot taken after the engine thread's last step."""
+        """As of the core's last step."""
         return self._stats
 
     @property
     def is_alive(self) -> bool:
         return self._dead_reason is None
+
+    @property
+    def num_outstanding(self) -> int:
+        """Requests submitted and not yet finished."""
+        return len(self._streams)
 
     # --- event-loop side ------------------------------------------------------------------------
 
@@ -79,7 +71,8 @@ class AsyncEngine:
         ValueError before the first delta, EngineDeadError if the engine stops. Leaving the loop
         early (break, aclose, cancellation) aborts the request in the core."""
         stream = _Stream(asyncio.get_running_loop())
-        self._send(_Add(request, stream))
+        self._register(request.request_id, stream)
+        self.transport.submit(request)
         done = False
         try:
             while not done:
@@ -90,81 +83,71 @@ class AsyncEngine:
                 yield item
         finally:
             if not done:
-                self._send_abort(request.request_id)
+                self._forget(request.request_id)
 
     async def abort(self, request_id: str) -> None:
         """Stop a request; its stream ends with an ABORT delta and its blocks are freed."""
-        self._send_abort(request_id)
+        if self.is_alive:
+            self.transport.abort(request_id)
 
-    def shutdown(self, timeout: float | None = None) -> None:
-        """Abort every request, stop the engine thread and wait for it."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout)
+    def shutdown(self, timeout: float | None = 5.0) -> None:
+        """Abort every request, stop the core and wait up to `timeout` seconds for it."""
+        self.transport.shutdown(timeout)
 
-    def _send(self, command: _Add | _Abort) -> None:
-        with self._cond:
+    def _register(self, request_id: str, stream: _Stream) -> None:
+        with self._lock:
             if self._dead_reason is not None:
                 raise EngineDeadError(self._dead_reason)
-            self._commands.append(command)
-            self._cond.notify()
+            if request_id in self._streams:
+                raise ValueError(f"request id {request_id!r} is already running")
+            self._streams[request_id] = stream
 
-    def _send_abort(self, request_id: str) -> None:
-        try:
-            self._send(_Abort(request_id))
-        except EngineDeadError:
-            pass  # nothing left to abort
+    def _forget(self, request_id: str) -> None:
+        """The consumer left before the end: drop its stream and abort the request in the core."""
+        with self._lock:
+            was_open = self._streams.pop(request_id, None) is not None
+        if was_open and self.is_alive:
+            self.transport.abort(request_id)
 
-    # --- engine thread --------------------------------------------------------------------------
+    # --- StepSink: called on the transport's thread ---------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            while (commands := self._wait_for_work()) is not None:
-                self._apply(commands)
-                if self.core.has_unfinished():
-                    self._deliver(self.core.step())
-                self._stats = self.core.stats()
-            self._deliver(self.core.abort_all())
-            self._stop("the engine is shut down")
-        except Exception as exc:
-            logger.exception("engine core failed; failing every request")
-            self._stop(f"the engine failed: {exc!r}")
+    def deliver(self, step: Step) -> None:
+        """Route a step's outputs and refusals to their streams; finished streams close."""
+        self._stats = step.stats
+        posts: _Posts = {}
+        with self._lock:
+            for refused in step.rejections:
+                if (stream := self._streams.pop(refused.request_id, None)) is not None:
+                    posts.setdefault(stream.loop, []).append((stream.queue, refused.error()))
+            for output in step.outputs:
+                take = self._streams.pop if output.finished else self._streams.get
+                if (stream := take(output.request_id, None)) is not None:
+                    posts.setdefault(stream.loop, []).append((stream.queue, output))
+        _post(posts)
 
-    def _wait_for_work(self) -> list[_Add | _Abort] | None:
-        """The commands to apply before the next step; None once shutdown is asked for."""
-        with self._cond:
-            while not (self._commands or self._stopping or self.core.has_unfinished()):
-                self._cond.wait()
-            if self._stopping:
-                return None
-            commands, self._commands = self._commands, []
-            return commands
-
-    def _apply(self, commands: list[_Add | _Abort]) -> None:
-        for command in commands:
-            if isinstance(command, _Abort):
-                self._deliver(self.core.abort([command.request_id]))
-                continue
-            try:
-                self.core.add_request(command.request)
-            except (EngineError, ValueError) as exc:
-                command.stream.put(exc)
-            else:
-                self._streams[command.request.request_id] = command.stream
-
-    def _deliver(self, outputs: list[RequestOutput]) -> None:
-        for output in outputs:
-            stream = (self._streams.pop if output.finished else self._streams.get)(output.request_id, None)
-            if stream is not None:
-                stream.put(output)
-
-    def _stop(self, reason: str) -> None:
-        """Refuse new requests and end every stream still open with EngineDeadError."""
-        with self._cond:
-            self._dead_reason = reason
-            pending, self._commands = self._commands, []
-        streams = [*self._streams.values(), *(c.stream for c in pending if isinstance(c, _Add))]
-        self._streams.clear()
+    def die(self, reason: str, *, is_failure: bool) -> None:
+        """Refuse new requests and end every open stream with EngineDeadError."""
+        with self._lock:
+            if self._dead_reason is None:
+                self._dead_reason = reason
+            streams, self._streams = list(self._streams.values()), {}
+        if is_failure:
+            logger.error("%s; failing %d in-flight requests", reason, len(streams))
+        posts: _Posts = {}
         for stream in streams:
-            stream.put(EngineDeadError(reason))
+            posts.setdefault(stream.loop, []).append((stream.queue, EngineDeadError(reason)))
+        _post(posts)
+
+
+def _post(posts: _Posts) -> None:
+    """One `call_soon_threadsafe` per event loop, however many streams it has in the step."""
+    for loop, items in posts.items():
+        try:
+            loop.call_soon_threadsafe(_put_all, items)
+        except RuntimeError:  # that loop is closed: nobody is listening
+            pass
+
+
+def _put_all(items: list[tuple[asyncio.Queue[_Item], _Item]]) -> None:
+    for target, item in items:
+        target.put_nowait(item)

@@ -1,10 +1,11 @@
-"""Messages between a `ProcessEngine` and its engine process, and how they cross the pipe.
+"""Messages between an engine client and its core loop (`core_loop.py`), and how they cross a pipe.
 
-Parent -> child: one list of commands per send (requests to add, ids to abort, shutdown).
-Child -> parent: while loading, `Loading` and then `Ready` or `Failed`; afterwards one `Step`
+Client -> core: requests to add, ids to abort, shutdown (`Command`). Core -> client: one `Step`
 per engine step, holding every `RequestOutput` of that step, the requests the core refused and a
-fresh `EngineStats`, so that the hot path costs one pickle and one pipe write per step, however
-many requests are running.
+fresh `EngineStats`. The thread transport hands these over in memory; the process transport sends
+one list of commands per write and one `Step` per step, so that its hot path costs one pickle and
+one pipe write per step, however many requests are running. While the engine process loads, it
+sends `Loading` and then `Ready` or `Failed`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ PICKLE_PROTOCOL = 5
 IDLE_STATS = EngineStats(0, 0, 0.0, 0, 0, 0)
 
 
-# --- parent -> child ----------------------------------------------------------------------------
+# --- client -> core -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class Shutdown:
 Command = EngineRequest | Abort | Shutdown
 
 
-# --- child -> parent ----------------------------------------------------------------------------
+# --- core -> client -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

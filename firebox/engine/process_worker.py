@@ -1,8 +1,8 @@
-"""The engine process: builds an engine core and steps it, serving one `ProcessEngine` over a pipe.
+"""The engine process: builds an engine core and steps it, serving one `ProcessTransport` over a pipe.
 
-The loop is `AsyncEngine`'s, with the pipe in place of the condition variable: block on the pipe
-while idle, otherwise drain whatever commands arrived, step once, and send the step's outputs as
-one message. A closed pipe means the parent is gone, and the process exits.
+The loop is the thread transport's (`core_loop.py`), with the pipe in place of the condition
+variable: block on the pipe while idle, otherwise drain whatever commands arrived, step once, and
+send the step as one message. A closed pipe means the parent is gone, and the process exits.
 """
 
 from __future__ import annotations
@@ -14,19 +14,16 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from firebox.config import EngineConfig
-from firebox.engine.core import EngineCore
-from firebox.engine.ipc import Abort, Command, Failed, Loading, Ready, Shutdown, Step, receive, rejection, send
-from firebox.engine.launch import Progress, build_core
-from firebox.engine.types import EngineError, ModelInfo
+from firebox.engine.build import CoreBuilder, build_core
+from firebox.engine.core_loop import run_core_loop
+from firebox.engine.ipc import Command, Failed, Loading, Ready, receive, send
 
 logger = logging.getLogger(__name__)
 
 PARENT_CHECK_S = 0.5
-CoreBuilder = Callable[[EngineConfig, Progress | None], tuple[EngineCore, ModelInfo]]
 
 
 def run_engine_process(
@@ -48,7 +45,7 @@ def run_engine_process(
     gc.freeze()
     try:
         send(conn, Ready(info, core.stats(), os.getpid()))
-        EngineLoop(core, conn).run()
+        run_core_loop(core, lambda block: _receive(conn, block), lambda step: send(conn, step))
     except (EOFError, OSError, SystemExit):
         return  # the parent closed the pipe, died or told us to stop: nobody is left to serve
     except BaseException:
@@ -81,46 +78,11 @@ def _send_quietly(conn: Connection, message: object) -> None:
         pass
 
 
-class EngineLoop:
-    def __init__(self, core: EngineCore, conn: Connection) -> None:
-        self.core = core
-        self.conn = conn
-
-    def run(self) -> None:
-        while True:
-            commands = self._receive(block=not self.core.has_unfinished())
-            step = Step([], self.core.stats())
-            if self._apply(commands, step):
-                step.outputs.extend(self.core.abort_all())
-                self._send(step)
-                return
-            if self.core.has_unfinished():
-                step.outputs.extend(self.core.step())
-            if step.outputs or step.rejections:
-                self._send(step)
-
-    def _receive(self, block: bool) -> list[Command]:
-        commands: list[Command] = []
-        if block:
-            commands.extend(receive(self.conn))
-        while self.conn.poll():
-            commands.extend(receive(self.conn))
-        return commands
-
-    def _apply(self, commands: list[Command], step: Step) -> bool:
-        """Apply adds and aborts in order; True when shutdown is asked for."""
-        for command in commands:
-            if isinstance(command, Shutdown):
-                return True
-            if isinstance(command, Abort):
-                step.outputs.extend(self.core.abort([command.request_id]))
-                continue
-            try:
-                self.core.add_request(command)
-            except (EngineError, ValueError) as exc:
-                step.rejections.append(rejection(command.request_id, exc))
-        return False
-
-    def _send(self, step: Step) -> None:
-        step.stats = self.core.stats()
-        send(self.conn, step)
+def _receive(conn: Connection, block: bool) -> list[Command]:
+    """Whatever commands have arrived, all at once; with `block`, wait for the first."""
+    commands: list[Command] = []
+    if block:
+        commands.extend(receive(conn))
+    while conn.poll():
+        commands.extend(receive(conn))
+    return commands

@@ -24,7 +24,7 @@ def _slow_token(sched, context) -> int:
 @pytest.fixture(scope="module")
 def real_server() -> Iterator[LiveServer]:
     from firebox.api.app import create_app
-    from firebox.engine.client import AsyncEngine
+    from firebox.engine.launch import run_on_thread
     from firebox.engine.types import ModelInfo
     from firebox.serving.registry import ModelRegistry
     from tests.engine.engine_fakes import make_core
@@ -34,7 +34,7 @@ def real_server() -> Iterator[LiveServer]:
     core, _ = make_core(
         tok, _slow_token, num_blocks=2048, block_size=4, max_model_len=4096, eos_token_ids=tok.eos_token_ids
     )
-    engine = AsyncEngine(core, ModelInfo(MODEL, "fake", 4096, tok.vocab_size, tok.eos_token_ids), tok)
+    engine = run_on_thread(core, ModelInfo(MODEL, "fake", 4096, tok.vocab_size, tok.eos_token_ids), tok)
     registry = ModelRegistry()
     registry.add(MODEL, engine)
     live = LiveServer(url="", engine=engine, other_engine=None)

@@ -1,6 +1,6 @@
-"""ProcessEngine: the engine core in its own process, behind the same client contract as the
-thread engine (AsyncEngine) — same tokens, admission errors, abort on close, and a prompt
-EngineDeadError (never a hang) when the process dies."""
+"""The process engine (AsyncEngine over a ProcessTransport): the engine core in its own process,
+behind the same client contract as the thread engine — same tokens, admission errors, abort on
+close, and a prompt EngineDeadError (never a hang) when the process dies."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from firebox.config import CacheConfig, DeviceConfig, EngineConfig, ModelConfig, SchedulerConfig
-from firebox.engine.process import EngineStartError, ProcessEngine
+from firebox.engine.client import AsyncEngine
+from firebox.engine.process import EngineStartError, launch_process_engine
 from firebox.engine.types import EngineDeadError, EngineRequest, FinishReason, PromptTooLongError, SamplingParams
 from tests.conftest import wait_until
 from tests.deployments.fake_replica import build_fake_core
@@ -36,23 +37,23 @@ async def _collect(engine, request: EngineRequest) -> list:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[ProcessEngine]:
+def engine() -> Iterator[AsyncEngine]:
     """The real default model in an engine process."""
-    engine = ProcessEngine.start(CONFIG)
+    engine = launch_process_engine(CONFIG).wait()
     yield engine
     engine.shutdown()
 
 
 @pytest.fixture(scope="module")
-def fake_engine() -> Iterator[ProcessEngine]:
+def fake_engine() -> Iterator[AsyncEngine]:
     """An engine process whose core runs the fake executor (about a millisecond per token)."""
     config = dataclasses.replace(CONFIG, model=ModelConfig(max_model_len=65_536), cache=CacheConfig(num_blocks=4200))
-    engine = ProcessEngine.start(config, build=build_fake_core, description=_fake_description())
+    engine = launch_process_engine(config, build=build_fake_core).wait(description=_fake_description())
     yield engine
     engine.shutdown()
 
 
-def test_same_greedy_tokens_as_the_thread_engine(engine: ProcessEngine) -> None:
+def test_same_greedy_tokens_as_the_thread_engine(engine: AsyncEngine) -> None:
     from firebox.engine.launch import start_engine
 
     prompts = [engine.tokenizer.encode(text) for text in ("The capital of France is", "1, 2, 3, 4,")]
@@ -72,7 +73,7 @@ def test_same_greedy_tokens_as_the_thread_engine(engine: ProcessEngine) -> None:
     assert engine.stats.num_running == 0 and engine.is_alive
 
 
-def test_closing_the_stream_aborts_the_request_in_the_child(fake_engine: ProcessEngine) -> None:
+def test_closing_the_stream_aborts_the_request_in_the_child(fake_engine: AsyncEngine) -> None:
     async def read_three_then_leave() -> int:
         stream = fake_engine.generate(_request("long", [1, 2, 3, 4], max_tokens=30_000, ignore_eos=True))
         count = 0
@@ -89,7 +90,7 @@ def test_closing_the_stream_aborts_the_request_in_the_child(fake_engine: Process
     assert fake_engine.num_outstanding == 0
 
 
-def test_admission_errors_come_back_from_the_child(engine: ProcessEngine) -> None:
+def test_admission_errors_come_back_from_the_child(engine: AsyncEngine) -> None:
     async def main() -> None:
         with pytest.raises(PromptTooLongError) as too_long:
             await _collect(engine, _request("big", [7] * 300, max_tokens=4))
@@ -106,13 +107,13 @@ def test_admission_errors_come_back_from_the_child(engine: ProcessEngine) -> Non
 
 
 def test_a_killed_engine_process_fails_its_requests_promptly() -> None:
-    engine = ProcessEngine.start(CONFIG, build=build_fake_core, description=_fake_description())
+    engine = launch_process_engine(CONFIG, build=build_fake_core).wait(description=_fake_description())
 
     async def main() -> None:
         streams = [engine.generate(_request(f"k{i}", [5, 6, 7], max_tokens=10_000, ignore_eos=True)) for i in range(2)]
         for stream in streams:
             await anext(stream)
-        os.kill(engine.pid, signal.SIGKILL)
+        os.kill(engine.transport.pid, signal.SIGKILL)
         for stream in streams:
             with pytest.raises(EngineDeadError, match="exit code -9"):
                 await asyncio.wait_for(_drain(stream), timeout=5)  # bounded so a hang fails, not stalls
@@ -129,11 +130,11 @@ def test_a_killed_engine_process_fails_its_requests_promptly() -> None:
 def test_a_model_that_fails_to_load_raises_the_childs_error(tmp_path) -> None:
     bad = EngineConfig(model=ModelConfig(source=f"dummy:{tmp_path}/missing/config.json", name="accounts/x/models/bad"))
     with pytest.raises(EngineStartError, match="missing/config.json"):
-        ProcessEngine.start(bad, description=_fake_description())  # the real loader, in the child
+        launch_process_engine(bad).wait(description=_fake_description())  # the real loader, in the child
 
 
 def test_shutdown_ends_in_flight_requests_and_stops_the_process() -> None:
-    engine = ProcessEngine.start(CONFIG, build=build_fake_core, description=_fake_description())
+    engine = launch_process_engine(CONFIG, build=build_fake_core).wait(description=_fake_description())
 
     async def main() -> list:
         stream = engine.generate(_request("s", [5, 6], max_tokens=10_000, ignore_eos=True))
@@ -143,7 +144,7 @@ def test_shutdown_ends_in_flight_requests_and_stops_the_process() -> None:
 
     outputs = asyncio.run(main())
     assert outputs[-1].finish_reason is FinishReason.ABORT
-    assert not engine.is_alive and not engine._process.is_alive()
+    assert not engine.is_alive and not engine.transport.process.is_alive()
 
 
 async def _drain(stream) -> None:
@@ -163,13 +164,14 @@ ORPHAN = """
 import os, signal
 from firebox.config import EngineConfig
 from firebox.engine.describe import ModelDescription
-from firebox.engine.process import ProcessEngine
+from firebox.engine.process import launch_process_engine
 from tests.deployments.fake_replica import build_fake_core
 
 if __name__ == "__main__":
     core, info = build_fake_core(EngineConfig())
-    engine = ProcessEngine.start(EngineConfig(), build=build_fake_core, description=ModelDescription(info, core.tokenizer))
-    print(engine.pid, flush=True)
+    launch = launch_process_engine(EngineConfig(), build=build_fake_core)
+    engine = launch.wait(description=ModelDescription(info, core.tokenizer))
+    print(engine.transport.pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # no shutdown, no atexit: as the OOM killer would
 """
 

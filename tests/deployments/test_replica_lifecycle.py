@@ -40,7 +40,7 @@ def test_a_killed_replica_fails_its_requests_with_503_and_is_replaced(server) ->
                                             max_tokens=900, extra_body={"ignore_eos": True})
     next(iter(stream))
     assert wait_until(lambda: victim.num_outstanding == 2)
-    os.kill(victim.engine.pid, signal.SIGKILL)
+    os.kill(victim.engine.transport.pid, signal.SIGKILL)
 
     waiting.join(timeout=10)
     assert failures == [503]

@@ -1,4 +1,4 @@
-"""AsyncEngine: the event loop talks to a core stepping on its own thread."""
+"""AsyncEngine over the thread transport: the event loop talks to a core stepping on its own thread."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from engine_fakes import EOS, context_hash_token, make_core, make_engine_request, scripted
 
 from firebox.engine.client import AsyncEngine
+from firebox.engine.launch import run_on_thread
 from firebox.engine.types import EngineDeadError, FinishReason, ModelInfo, QueueFullError
 
 MODEL_INFO = ModelInfo("test", "fake", max_model_len=4096, vocab_size=320, eos_token_ids=(EOS,))
@@ -16,7 +17,7 @@ MODEL_INFO = ModelInfo("test", "fake", max_model_len=4096, vocab_size=320, eos_t
 
 def make_engine(tokenizer, next_token=context_hash_token, **core_options) -> AsyncEngine:
     core, _ = make_core(tokenizer, next_token, **core_options)
-    return AsyncEngine(core, MODEL_INFO, tokenizer)
+    return run_on_thread(core, MODEL_INFO, tokenizer)
 
 
 async def collect(engine, request):
@@ -43,8 +44,8 @@ def test_generate_end_to_end(tokenizer):
         engine.shutdown()
     assert "".join(o.text_delta for o in outs) == "hello world"
     assert outs[-1].finish_reason is FinishReason.STOP
-    assert step_threads == {engine._thread}  # never the event loop's thread
-    assert not engine._thread.is_alive()
+    assert step_threads == {engine.transport.thread}  # never the event loop's thread
+    assert not engine.transport.thread.is_alive()
 
 
 def test_concurrent_requests_each_get_their_own_stream(tokenizer):
@@ -98,14 +99,14 @@ def long_request(request_id="r"):
 
 def test_closing_the_iterator_aborts_and_frees_blocks(tokenizer):
     engine, model = make_stepped_engine(tokenizer)
-    scheduler = engine.core.scheduler
+    scheduler = engine.transport.core.scheduler
 
     async def main():
         stream = engine.generate(long_request())
         assert not (await anext(stream)).finished
         assert scheduler.kv.num_free_blocks < scheduler.kv.num_blocks
         await stream.aclose()
-        await model.run_until(lambda: not engine.core.has_unfinished())
+        await model.run_until(lambda: not engine.transport.core.has_unfinished())
 
     try:
         asyncio.run(main())
@@ -129,13 +130,13 @@ def test_cancelling_the_consumer_aborts_the_request(tokenizer):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await model.run_until(lambda: not engine.core.has_unfinished())
+        await model.run_until(lambda: not engine.transport.core.has_unfinished())
 
     try:
         asyncio.run(main())
     finally:
         engine.shutdown()
-    assert engine.core.scheduler.kv.usage == 0.0
+    assert engine.transport.core.scheduler.kv.usage == 0.0
 
 
 def test_explicit_abort_ends_the_stream(tokenizer):

@@ -1,4 +1,4 @@
-"""`LocalProcessBackend`: each replica a `ProcessEngine`, a child process of this server."""
+"""`LocalProcessBackend`: each replica an engine in a child process of this server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from firebox.serving.deployments.replicas import Replica, ReplicaSpec
 
 class LocalProcessBackend:
     """Replicas as local engine processes. `build` is what the child runs to build its engine
-    core (default: `launch.build_core`; tests pass a fake); loading and stopping happen off the
+    core (default: `build.build_core`; tests pass a fake); loading and stopping happen off the
     event loop."""
 
     def __init__(self, build: Any = None, start_timeout_s: float = 600.0, stop_timeout_s: float = 10.0) -> None:
@@ -22,14 +22,16 @@ class LocalProcessBackend:
         self._replicas: dict[int, Replica] = {}
 
     async def start_replica(self, spec: ReplicaSpec) -> Replica:
-        from firebox.engine.launch import build_core  # the engine side: only once a replica starts
-        from firebox.engine.process import ProcessEngine
+        from firebox.engine.build import build_core  # the engine side: only once a replica starts
+        from firebox.engine.process import launch_process_engine
 
-        engine = await asyncio.to_thread(
-            ProcessEngine.start, spec.config, None,
-            description=spec.description, build=self._build or build_core, timeout=self._start_timeout_s,
-        )  # fmt: skip
-        replica = Replica(spec.replica_id, f"{self._hostname}:{engine.pid}", engine, handle=engine.pid)
+        def start() -> Any:
+            launch = launch_process_engine(spec.config, build=self._build or build_core)
+            return launch.wait(description=spec.description, timeout=self._start_timeout_s)
+
+        engine = await asyncio.to_thread(start)
+        pid = engine.transport.pid
+        replica = Replica(spec.replica_id, f"{self._hostname}:{pid}", engine, handle=pid)
         self._replicas[id(replica)] = replica
         return replica
 

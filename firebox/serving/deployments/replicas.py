@@ -1,7 +1,7 @@
 """Replicas and the backend that runs them.
 
 A `Replica` is one engine serving one deployment. Where it runs is the `ReplicaBackend`'s
-business: `LocalProcessBackend` (local_backend.py) starts each as a `ProcessEngine` on this
+business: `LocalProcessBackend` (local_backend.py) starts each as an engine process on this
 machine; a Ray Serve or Kubernetes backend would implement the same three methods, and nothing
 above this seam (routing, autoscaling, the control plane, the API) would change.
 """
