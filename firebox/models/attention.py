@@ -41,6 +41,8 @@ class AttentionBackend(Protocol):
     """Paged attention for one device family. Implementations: `torch_ref` (any device) and
     `cpu_paged` (firebox's native CPU kernel)."""
 
+    name: str  # as `DeviceConfig.attention_backend` names it: "torch" or "native"
+
     def kv_cache_shape(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple[int, ...]:
         """Shape of one layer's KV tensor, keys and values together."""
         ...

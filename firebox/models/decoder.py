@@ -4,7 +4,8 @@ Reference: transformers' `modeling_llama.py`. Each layer is RMSNorm -> attention
 RMSNorm -> MLP -> residual. Attention projects q|k|v with one fused matmul, applies RoPE at the
 given positions and hands the heads to the paged attention backend, which writes the KV cache.
 A family subclasses `DecoderForCausalLM` and overrides `attention_spec`, `make_mlp` and
-`weight_rules`; nothing else varies.
+`weight_rules`; nothing else varies. The layers run through a `LayerStack`: the modules here by
+default, or a native copy of them that the runner picks at load (`layer_stacks.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -26,7 +27,6 @@ from firebox.models.layers.mlp import GatedMLP
 from firebox.models.layers.norm import RMSNorm
 from firebox.models.layers.rotary import RotaryEmbedding, apply_rotary
 from firebox.models.layers.weights import WeightRule, WeightSink, load_named_weights, weight_rule
-from firebox.models.native_stack import run_native_stack
 
 # Hugging Face keeps q/k/v and gate/up as separate tensors; we fuse them into one matmul each.
 DENSE_WEIGHT_RULES: tuple[WeightRule, ...] = (
@@ -125,6 +125,20 @@ class DecoderLayer(nn.Module):
         return self.mlp(hidden), residual
 
 
+class LayerStack(Protocol):
+    """Runs a decoder's layers and final norm over the embedded tokens: `DecoderModel.run_layers`
+    (the reference) or a native copy of the same layers (`native_stack.py`)."""
+
+    def __call__(
+        self,
+        hidden: torch.Tensor,  # [num_tokens, hidden]: the embeddings
+        cos_sin: torch.Tensor,  # [num_tokens, head_dim]
+        kv_caches: list[torch.Tensor],  # one per layer, in the attention backend's layout
+        attn_meta: Any,
+    ) -> torch.Tensor:  # [num_tokens, hidden]: after the final norm
+        ...
+
+
 class DecoderModel(nn.Module):
     """Embeddings, layers and final norm: the `model.` prefix of Hugging Face checkpoint names."""
 
@@ -139,6 +153,17 @@ class DecoderModel(nn.Module):
         self.rotary_emb = RotaryEmbedding(
             config.head_dim, config.max_position_embeddings, config.rope_theta, config.rope_scaling
         )
+
+    def run_layers(
+        self, hidden: torch.Tensor, cos_sin: torch.Tensor, kv_caches: list[torch.Tensor], attn_meta: Any
+    ) -> torch.Tensor:
+        """The Python `LayerStack`: every layer's modules in turn, then the final norm."""
+        if len(kv_caches) != len(self.layers):
+            raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.layers)} layers")
+        residual = None
+        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+            hidden, residual = layer(hidden, residual, cos_sin, kv_cache, attn_meta)
+        return self.norm.forward_add(hidden, residual)[0]
 
 
 class DecoderForCausalLM(nn.Module):
@@ -168,7 +193,7 @@ class DecoderForCausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.requires_grad_(False)
-        self.native_stack: Any | None = None  # see attach_native_stack
+        self.layer_stack: LayerStack = self.model.run_layers  # until the runner picks one (layer_stacks.py)
 
     @classmethod
     def attention_spec(cls, config: ArchConfig) -> AttentionSpec:
@@ -187,22 +212,13 @@ class DecoderForCausalLM(nn.Module):
         kv_caches: list[torch.Tensor],  # per layer [2, num_blocks, block_size, num_kv_heads, head_dim]
         attn_meta: Any,
     ) -> torch.Tensor:  # [num_tokens, hidden]
-        layers = self.model.layers
-        if len(kv_caches) != len(layers):
-            raise ValueError(f"got {len(kv_caches)} KV caches for {len(layers)} layers")
         hidden = self.model.embed_tokens(input_ids)
         cos_sin = self.model.rotary_emb.lookup(positions, hidden.dtype)  # shared by every layer
-        if self.native_stack is not None:
-            return run_native_stack(self.native_stack, hidden, cos_sin, attn_meta)
-        residual = None
-        for layer, kv_cache in zip(layers, kv_caches, strict=True):
-            hidden, residual = layer(hidden, residual, cos_sin, kv_cache, attn_meta)
-        return self.model.norm.forward_add(hidden, residual)[0]
+        return self.layer_stack(hidden, cos_sin, kv_caches, attn_meta)
 
-    def attach_native_stack(self, stack: Any) -> None:
-        """Run the decoder layers through a native DecoderStack built over these very weights
-        (models/native_stack.py); `attn_meta` must then be the native CPU backend's."""
-        self.native_stack = stack
+    def use_layer_stack(self, stack: LayerStack) -> None:
+        """Run the layers through `stack`, built over these very weights (layer_stacks.py)."""
+        self.layer_stack = stack
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [n, hidden] -> [n, vocab] float32
         return self.lm_head(hidden).float()

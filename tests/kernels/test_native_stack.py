@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from firebox.engine.runner.weight_kernels import install_weight_kernels
 from firebox.kernels import load_native
-from firebox.models.native_stack import build_native_stack
+from firebox.models.layer_stacks import StackTarget, choose_layer_stack
 from tests.models.helpers import OTHER_PROMPT, PROMPT, PagedRunner, build_ours, hf_logits, make_hf_model, tiny
 
 pytestmark = pytest.mark.skipif(not load_native(), reason="the native kernels did not build here")
@@ -36,9 +36,9 @@ def _run(quantization: str, native: bool) -> list[dict[str, torch.Tensor]]:
     install_weight_kernels(model, quantization, source_bits=4)
     runner = PagedRunner(model, backend=backend)
     if native:
-        stack = build_native_stack(model, runner.kv_caches, block_size=4)
-        assert stack is not None, "the stack should apply to a plain fp32 Llama on CPU"
-        model.attach_native_stack(stack)
+        choice = choose_layer_stack(StackTarget(model, backend.name, runner.kv_caches, block_size=4))
+        assert choice.name == "native", f"the stack should apply to a plain fp32 Llama on CPU: {choice.reason}"
+        model.use_layer_stack(choice.stack)
     return [runner.step(chunks) for chunks in STEPS]
 
 
@@ -62,4 +62,6 @@ def test_the_stack_declines_models_it_does_not_reproduce() -> None:
 
     hf = make_hf_model(LlamaForCausalLM, LlamaConfig(**tiny()))
     model = build_ours(hf, dtype=torch.bfloat16, backend=CpuPagedAttentionBackend())
-    assert build_native_stack(model, PagedRunner(model).kv_caches, block_size=4) is None
+    choice = choose_layer_stack(StackTarget(model, "native", PagedRunner(model).kv_caches, block_size=4))
+    assert choice.name == "python"
+    assert "bfloat16" in choice.reason

@@ -24,6 +24,7 @@ from firebox.loader.arch_config import ArchConfig
 from firebox.loader.dummy import init_dummy_weights
 from firebox.loader.source import ModelSource
 from firebox.models.attention import AttentionBackend
+from firebox.models.layer_stacks import StackTarget, choose_layer_stack
 from firebox.models.registry import get_model_class
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class ModelRunner:
             1, cache_config.memory_bytes // kv_bytes_per_block(self.arch, self.block_size, self.kv_dtype)
         )
         self.kv_caches = self._allocate_kv_caches(self.num_kv_blocks)
-        self.uses_native_stack = self._attach_native_stack()
+        self.layer_stack = self._attach_layer_stack()  # "native" or "python"
         self.sampler = Sampler()
 
     def _build_model(
@@ -98,17 +99,13 @@ class ModelRunner:
             raise ValueError(f"a {name} KV cache under a {self.dtype} model needs the native CPU attention backend")
         return dtype
 
-    def _attach_native_stack(self) -> bool:
-        """Decoder layers as one native call per step, where the model and backend allow it."""
-        from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
-        from firebox.models.native_stack import build_native_stack
-
-        if not isinstance(self.attn_backend, CpuPagedAttentionBackend) or not hasattr(self.model, "attach_native_stack"):
-            return False
-        stack = build_native_stack(self.model, self.kv_caches, self.block_size)
-        if stack is not None:
-            self.model.attach_native_stack(stack)
-        return stack is not None
+    def _attach_layer_stack(self) -> str:
+        """The decoder layers as one native call per step where the model and backend allow it,
+        else the Python layers; which, and why, goes to the log."""
+        choice = choose_layer_stack(StackTarget(self.model, self.attn_backend.name, self.kv_caches, self.block_size))
+        self.model.use_layer_stack(choice.stack)
+        logger.info("%s runs on the %s (%s)", self.arch.architecture, choice.description, choice.reason)
+        return choice.name
 
     def _allocate_kv_caches(self, num_blocks: int) -> list[torch.Tensor]:
         shape = self.attn_backend.kv_cache_shape(

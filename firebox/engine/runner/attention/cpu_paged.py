@@ -37,6 +37,8 @@ class CpuPagedMetadata:
 
 
 class CpuPagedAttentionBackend:
+    name = "native"
+
     def allocate_kv_cache(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         # Not zeroed (a tenth of a second of every start for the default pool): the native kernel
         # softmaxes and sums only positions below each token's kv_len, all written before they are

@@ -45,6 +45,8 @@ def _padded(rows: list[list[int]]) -> torch.Tensor:
 
 
 class TorchAttentionBackend:
+    name = "torch"
+
     def allocate_kv_cache(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         # zeroed: a padded gather reads unwritten slots, and 0 * NaN garbage would be NaN
         return torch.zeros(shape, dtype=dtype, device=device)
