@@ -7,6 +7,7 @@ detokenize -> outputs. Single-threaded: `engine/client.py` drives it from its ow
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 from firebox.config import CacheConfig, SchedulerConfig
@@ -15,12 +16,14 @@ from firebox.engine.kv_cache import KVCacheManager
 from firebox.engine.request import Request
 from firebox.engine.scheduler import RequestUpdate, Scheduler
 from firebox.engine.stats import EngineStats
+from firebox.engine.structured_output import GrammarCompiler
 from firebox.engine.types import (
     EngineRequest,
     FinishReason,
     ModelExecutor,
     PromptTooLongError,
     RequestOutput,
+    SchedulerOutput,
     TokenLogprob,
 )
 from firebox.loader.tokenizer import Tokenizer
@@ -31,6 +34,12 @@ class EngineCore:
         self.executor = executor
         self.scheduler = scheduler
         self.tokenizer = tokenizer
+        self._compiling: list[Request] = []  # constrained requests whose grammar is not compiled yet
+
+    @functools.cached_property
+    def grammars(self) -> GrammarCompiler:
+        """Built at the first constrained request: an engine that never sees one starts no thread."""
+        return GrammarCompiler(self.tokenizer, self.tokenizer.vocab_size, self.scheduler.eos_token_ids)
 
     @property
     def max_model_len(self) -> int:
@@ -42,9 +51,14 @@ class EngineCore:
         num_prompt_tokens = len(request.prompt_token_ids)
         if num_prompt_tokens >= self.max_model_len:
             raise PromptTooLongError(num_prompt_tokens, self.max_model_len)
+        if request.structured_output is not None and request.sampling.min_tokens:
+            raise ValueError("min_tokens cannot be combined with structured output")
         req = Request.from_engine_request(request)
         req.detokenizer = IncrementalDetokenizer(self.tokenizer, request.sampling, request.prompt_token_ids)
         self.scheduler.add_request(req)
+        if request.structured_output is not None:
+            req.grammar = self.grammars.submit(request.structured_output)
+            self._compiling.append(req)
 
     def abort(self, request_ids: Sequence[str]) -> list[RequestOutput]:
         """Finish the known ones now (blocks freed); returns their final ABORT deltas."""
@@ -57,12 +71,47 @@ class EngineCore:
         return self.scheduler.has_unfinished()
 
     def step(self) -> list[RequestOutput]:
+        failed = self._fail_uncompiled_grammars()
         batch = self.scheduler.schedule()
         if batch.is_empty:
-            return []
-        result = self.executor.execute(batch)
+            self._wait_for_grammars()
+            return failed
+        result = self.executor.execute(self._with_token_bitmask(batch))
         updates = self.scheduler.update(batch, result)
-        return [self._output(update, self._detokenize(update)) for update in updates]
+        return failed + [self._output(update, self._detokenize(update)) for update in updates]
+
+    def _fail_uncompiled_grammars(self) -> list[RequestOutput]:
+        """Forget the requests whose grammar compiled; finish with ERROR those whose did not."""
+        if not self._compiling:
+            return []
+        outputs, still_compiling = [], []
+        for req in self._compiling:
+            if req.is_finished:  # aborted while compiling
+                req.grammar.cancel()
+            elif not req.grammar.is_compiled:
+                still_compiling.append(req)
+            elif (error := req.grammar.error) is not None:
+                self.scheduler.finish_request(req, FinishReason.ERROR, error)
+                outputs.append(self._output(RequestUpdate(req, [], None), ""))
+        self._compiling = still_compiling
+        return outputs
+
+    def _wait_for_grammars(self) -> None:
+        """Nothing can run until a grammar compiles: wait for one, briefly, instead of spinning."""
+        if self._compiling:
+            self.grammars.wait_for_any([req.grammar for req in self._compiling], timeout=0.01)
+
+    def _with_token_bitmask(self, batch: SchedulerOutput) -> SchedulerOutput:
+        """The batch with the allowed tokens of every constrained request that samples in it."""
+        requests = self.scheduler.requests
+        constrained = [
+            (s.request_id, grammar)
+            for s in batch.requests
+            if s.sample and (grammar := requests[s.request_id].grammar) is not None
+        ]
+        if not constrained:
+            return batch
+        return dataclasses.replace(batch, token_bitmask=self.grammars.fill_bitmask(constrained))
 
     def stats(self) -> EngineStats:
         kv = self.scheduler.kv
@@ -78,8 +127,7 @@ class EngineCore:
     def _detokenize(self, update: RequestUpdate) -> str:
         """Text delta of the update; a stop string finishes the request here and now."""
         req, token_ids = update.request, update.new_token_ids
-        stopped_by_token = req.finish_reason is FinishReason.STOP  # EOS or a stop token id
-        if stopped_by_token and not req.sampling.include_stop_str_in_output:
+        if req.ended_by_stop_token and not req.sampling.include_stop_str_in_output:
             token_ids = token_ids[:-1]
         detokenizer: IncrementalDetokenizer = req.detokenizer
         stop_string = detokenizer.update(token_ids, req.num_output_tokens)

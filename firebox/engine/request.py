@@ -46,9 +46,11 @@ class Request:
     prompt_logprobs: list[TokenLogprob | None] = field(default_factory=list)  # positions 1.. so far
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
+    ended_by_stop_token: bool = False  # EOS or a stop token id ended it: that token is not text
     num_preemptions: int = 0
     num_outputs: int = 0  # deltas emitted; prompt logprobs go in the first
     detokenizer: Any = field(default=None, repr=False)  # engine/detokenizer.py state, owned by the core
+    grammar: Any = field(default=None, repr=False)  # structured_output.RequestGrammar; None = unconstrained
     arrival_seq: int = 0  # set by the scheduler at add time: FCFS tie-break among equal arrivals
     _all_token_ids: list[int] = field(init=False, repr=False)
 
@@ -95,6 +97,11 @@ class Request:
     @property
     def is_finished(self) -> bool:
         return self.status is RequestStatus.FINISHED
+
+    @property
+    def is_schedulable(self) -> bool:
+        """False while the request's grammar is still compiling: it waits, others go ahead."""
+        return self.grammar is None or self.grammar.is_ready
 
     @property
     def needs_prompt_logprobs(self) -> bool:

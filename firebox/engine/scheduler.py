@@ -160,8 +160,13 @@ class Scheduler:
         return budget, preempted
 
     def _schedule_waiting(self, out: list[ScheduledRequest], budget: int) -> None:
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
-            req = self.waiting[0]
+        """FCFS among the requests that can run; one whose grammar is compiling is passed over."""
+        i = 0
+        while i < len(self.waiting) and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            req = self.waiting[i]
+            if not req.is_schedulable:
+                i += 1
+                continue
             num_cached = self.kv.match_prefix(req)
             req.num_computed_tokens = num_cached
             num_new = min(req.num_tokens - num_cached, budget)
@@ -169,7 +174,7 @@ class Scheduler:
                 self.kv.free(req)  # unpin the prefix hit; FCFS: nobody overtakes the head
                 req.num_computed_tokens = 0
                 return
-            self.waiting.pop(0)
+            self.waiting.pop(i)
             self._admit(req, num_cached)
             out.append(self._schedule_chunk(req, num_new))
             budget -= num_new
@@ -236,6 +241,8 @@ class Scheduler:
     def _append_sampled(self, req: Request, result: ModelRunnerOutput, row: int) -> RequestUpdate:
         token_id = result.sampled_token_ids[row]
         req.append_output_token(token_id)
+        if req.grammar is not None:
+            req.grammar.accept(token_id)
         if req.timings.first_token is None:
             req.timings.first_token = time.monotonic()
         self._check_finished(req, token_id)
@@ -248,8 +255,14 @@ class Scheduler:
         # The last token needs a slot of its own once computed: beyond the pool it never fits.
         too_long = req.num_tokens >= self.max_model_len or req.num_tokens > self.kv.max_num_tokens
         if may_stop and not sp.ignore_eos and token_id in self.eos_token_ids:
+            req.ended_by_stop_token = True
             self.finish_request(req, FinishReason.STOP)
         elif may_stop and token_id in sp.stop_token_ids:
+            req.ended_by_stop_token = True
             self.finish_request(req, FinishReason.STOP, token_id)
+        elif req.grammar is not None and req.grammar.error is not None:
+            self.finish_request(req, FinishReason.ERROR, req.grammar.error)
+        elif req.grammar is not None and req.grammar.is_terminated:
+            self.finish_request(req, FinishReason.STOP)  # the document is complete: only EOS could follow
         elif req.num_output_tokens >= sp.max_tokens or too_long:
             self.finish_request(req, FinishReason.LENGTH)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from firebox.loader.tokenizer import Tokenizer
 
 
@@ -89,6 +91,26 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+class GrammarSyntax(enum.StrEnum):
+    """The language a `StructuredOutputSpec` is written in."""
+
+    JSON_SCHEMA = "json_schema"  # a JSON Schema document (JSON text)
+    LARK = "lark"  # llguidance's Lark dialect; may embed JSON schemas with %json{...}
+    GBNF = "gbnf"  # llama.cpp's GBNF (Fireworks' grammar mode)
+    REGEX = "regex"
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredOutputSpec:
+    """What a constrained request's output must match, enforced token by token in the engine.
+
+    Hashable: equal specs compile once (`engine/structured_output.py` caches by the spec).
+    """
+
+    syntax: GrammarSyntax
+    source: str  # the schema (JSON text) or grammar text, as the API resolved it
+
+
 @dataclass(frozen=True, slots=True)
 class EngineRequest:
     request_id: str
@@ -98,12 +120,14 @@ class EngineRequest:
     priority: int = 0  # lower runs first; FCFS among equals
     cache_salt: str | None = None  # prompt_cache_isolation_key: no prefix-cache sharing across salts
     affinity_key: str | None = None  # routing hint: requests with the same key prefer the same replica
+    structured_output: StructuredOutputSpec | None = None  # constrained decoding; None = free text
 
 
 class FinishReason(enum.StrEnum):
     STOP = "stop"
     LENGTH = "length"
     ABORT = "abort"
+    ERROR = "error"  # the request could not run (its grammar failed to compile); stop_reason says why
 
 
 @dataclass(slots=True)
@@ -173,10 +197,20 @@ class ScheduledRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenBitmask:
+    """The tokens that constrained requests may sample this step: bit t of row i (word t // 32,
+    bit t % 32) set = token t allowed for `request_ids[i]`. Tokens past the mask are disallowed."""
+
+    request_ids: list[str]
+    bitmask: np.ndarray  # [num_constrained, ceil(vocab / 32)] int32
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulerOutput:
     requests: list[ScheduledRequest]
     num_tokens: int
     freed_request_ids: frozenset[str] = frozenset()  # the runner drops any per-request state
+    token_bitmask: TokenBitmask | None = None  # set by the core when constrained requests sample
 
     @property
     def is_empty(self) -> bool:

@@ -67,6 +67,10 @@ class Tokenizer:
     def special_token_ids(self) -> frozenset[int]:
         return frozenset(self._backend.token_to_id(t.content) for t in self._backend.get_added_tokens_decoder().values() if t.special)
 
+    def to_json(self) -> str:
+        """The whole tokenizer as `tokenizer.json` text (what llguidance builds its own from)."""
+        return self._backend.to_str()
+
     # --- text <-> ids ----------------------------------------------------------------------
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:

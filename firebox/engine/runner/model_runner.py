@@ -18,7 +18,7 @@ from firebox.engine.runner.device import configure_threads, resolve_device, reso
 from firebox.engine.runner.input_batch import ModelInput, prepare_inputs
 from firebox.engine.runner.sampler import Sampler, build_sampling_batch, compute_prompt_logprobs
 from firebox.engine.runner.weight_kernels import PackingSink, install_weight_kernels, resolve_quantization
-from firebox.engine.types import ModelRunnerOutput, SchedulerOutput, TokenLogprob
+from firebox.engine.types import ModelRunnerOutput, SchedulerOutput, TokenBitmask, TokenLogprob
 from firebox.kernels import load_native
 from firebox.loader.arch_config import ArchConfig
 from firebox.loader.dummy import init_dummy_weights
@@ -123,16 +123,20 @@ class ModelRunner:
         inp = prepare_inputs(batch, self.block_size, self.device)
         meta = self.attn_backend.build_metadata(inp.attention, self.device)
         hidden = self.model(inp.input_ids, inp.positions, self.kv_caches, meta)  # [num_tokens, hidden]
-        output = self._sample(inp, hidden)
+        output = self._sample(inp, hidden, batch.token_bitmask)
         output.prompt_logprobs = self._prompt_logprobs(inp, hidden)
         return output
 
-    def _sample(self, inp: ModelInput, hidden: torch.Tensor) -> ModelRunnerOutput:
+    def _sample(
+        self, inp: ModelInput, hidden: torch.Tensor, token_bitmask: TokenBitmask | None
+    ) -> ModelRunnerOutput:
         if not inp.sample_requests:
             return ModelRunnerOutput([], [], None)
         rows = torch.tensor(inp.sample_rows, device=self.device)
         logits = self.model.compute_logits(hidden.index_select(0, rows))  # [num_sampled, vocab] fp32
-        sampling = build_sampling_batch(inp.sample_requests, logits.shape[-1], self.eos_token_ids, self.device)
+        sampling = build_sampling_batch(
+            inp.sample_requests, logits.shape[-1], self.eos_token_ids, self.device, token_bitmask
+        )
         token_ids, logprobs = self.sampler(logits, sampling).to_lists()  # one host transfer
         return ModelRunnerOutput(
             request_ids=[r.request_id for r in inp.sample_requests],

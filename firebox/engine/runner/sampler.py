@@ -1,6 +1,6 @@
 """The batched sampler: one pass over [num_sampled, vocab] logits with per-row parameters.
 
-Order: logit edits (bias, min_tokens, penalties) -> greedy rows take argmax -> the others divide
+Order: logit edits (bias, min_tokens, penalties) -> grammar masks (constrained rows) -> greedy rows take argmax -> the others divide
 by their temperature, truncate (top_k, top_p, min_p, typical_p) and draw.
 
 Drawing is inverse-CDF sampling with one uniform per row: cumulative sums of the row's
@@ -50,6 +50,8 @@ class Sampler:
             expected = (batch.num_rows, batch.vocab_size)
             raise ValueError(f"logits {tuple(logits.shape)} do not match the batch {expected}")
         processed = logits if batch.edits is None else batch.edits.apply(logits)
+        if batch.allowed is not None:  # after the edits: no bias can revive a disallowed token
+            processed = batch.allowed.mask_(processed.clone() if processed is logits else processed)
         token_ids = _choose_tokens(processed, batch)
         logprobs = None
         if batch.max_logprobs is not None:

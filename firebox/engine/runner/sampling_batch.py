@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from firebox.engine.runner.grammar_mask import AllowedTokens, build_allowed_tokens
 from firebox.engine.runner.logit_edits import LogitEdits, build_logit_edits
-from firebox.engine.types import SamplingParams, ScheduledRequest
+from firebox.engine.types import SamplingParams, ScheduledRequest, TokenBitmask
 
 _MASK_63 = 0x7FFF_FFFF_FFFF_FFFF
 _MASK_64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -46,6 +47,7 @@ class SamplingBatch:
     greedy_row_ids: Tensor | None  # [num_greedy] long; set only when greedy and random rows mix
     random: RandomRows | None  # None when every row is greedy
     edits: LogitEdits | None  # logit_bias, min_tokens, penalties; None when no row has any
+    allowed: AllowedTokens | None  # grammar masks of constrained rows; None when no row is constrained
     num_logprobs: list[int | None]  # per row: top-N asked for, None = not asked
     max_logprobs: int | None  # largest N asked for (clamped to the vocab); None when no row asked
 
@@ -59,6 +61,7 @@ def build_sampling_batch(
     vocab_size: int,
     eos_token_ids: Sequence[int],
     device: torch.device,
+    token_bitmask: TokenBitmask | None = None,
 ) -> SamplingBatch:
     """Tensors for the requests that sample this step, in the order of their logits rows."""
     greedy = [i for i, req in enumerate(requests) if is_greedy(req.sampling)]
@@ -71,6 +74,7 @@ def build_sampling_batch(
         greedy_row_ids=_long(greedy, device) if greedy and randoms else None,
         random=_random_rows(requests, randoms, vocab_size, device) if randoms else None,
         edits=build_logit_edits(requests, vocab_size, eos_token_ids, device),
+        allowed=build_allowed_tokens(token_bitmask, [req.request_id for req in requests], device),
         num_logprobs=asked,
         max_logprobs=None if max_asked is None else min(max_asked, vocab_size),
     )
