@@ -7,9 +7,9 @@ naming the field (`_UNSUPPORTED`), never accepted and ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from firebox.protocol.common import ContextLengthBehavior, RequestModel, ServiceTier, StreamOptions
 
@@ -20,10 +20,6 @@ MAX_STOP = 4  # stop sequences, as both SDKs document
 
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 Probability = Annotated[float, Field(gt=0.0, le=1.0)]
-
-
-def _is_neutral_response_format(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("type") == "text" and len(value) == 1
 
 
 def _is_neutral_thinking(value: Any) -> bool:
@@ -39,10 +35,6 @@ _UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "reasoning_effort": (lambda v: v in (None, "none", False), "reasoning controls are not supported"),
     "reasoning_history": (lambda v: v is None, "reasoning controls are not supported"),
     "thinking": (lambda v: v is None or _is_neutral_thinking(v), "reasoning controls are not supported"),
-    "response_format": (
-        lambda v: v is None or _is_neutral_response_format(v),
-        'structured output is not supported; only {"type": "text"}',
-    ),
     "prompt_cache_max_len": (lambda v: v is None, "prompt_cache_max_len is not supported"),
     "images": (lambda v: v is None or v == [], "image input is not supported"),
     "tools": (lambda v: v is None or v == [], "tool calling is not supported"),
@@ -59,6 +51,33 @@ def reject_unsupported(value: Any, info: ValidationInfo) -> Any:
     if not is_neutral(value):
         raise ValueError(f"'{info.field_name}' is not supported by firebox: {why}")
     return value
+
+
+JsonSchemaDocument = dict[str, Any] | str  # a JSON Schema, as an object or as JSON text (Fireworks)
+
+
+class JsonSchemaFormat(RequestModel):
+    """`response_format.json_schema` (OpenAI): the schema the output must validate against.
+    `strict` is accepted either way: firebox always enforces the schema by constrained decoding."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: Annotated[str, Field(max_length=64)] | None = None
+    description: str | None = None
+    schema_: JsonSchemaDocument | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(RequestModel):
+    """`response_format`: free text, any JSON object (optionally with a `schema`, as Fireworks
+    allows), a JSON schema, or a GBNF grammar (Fireworks' grammar mode)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema", "grammar"]
+    json_schema: JsonSchemaFormat | None = None
+    schema_: JsonSchemaDocument | None = Field(default=None, alias="schema")
+    grammar: str | None = None
 
 
 class GenerationParams(RequestModel):
@@ -95,6 +114,7 @@ class GenerationParams(RequestModel):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
+    response_format: ResponseFormat | None = None
 
     # declared so that they are known; only their neutral values pass (see `_UNSUPPORTED`)
     mirostat_lr: float | None = None
@@ -104,7 +124,6 @@ class GenerationParams(RequestModel):
     reasoning_effort: bool | int | str | None = None
     reasoning_history: str | None = None
     thinking: dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
     prompt_cache_max_len: int | None = None
 
     _check_unsupported = field_validator(
@@ -115,7 +134,6 @@ class GenerationParams(RequestModel):
         "reasoning_effort",
         "reasoning_history",
         "thinking",
-        "response_format",
         "prompt_cache_max_len",
     )(reject_unsupported)
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from firebox.protocol.common import RequestModel, ResponseModel, omitted_if_none, reject_unpaired_surrogates
-from firebox.protocol.params import MAX_TOP_LOGPROBS, GenerationParams
+from firebox.protocol.params import MAX_TOP_LOGPROBS, GenerationParams, JsonSchemaDocument, JsonSchemaFormat, ResponseFormat
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
@@ -60,16 +60,29 @@ class InputItem(LenientModel):
     phase: str | None = None
 
 
-class TextFormat(RequestModel):
-    format: dict[str, Any] | None = None
-    verbosity: Literal["low", "medium", "high"] | None = None
+class TextFormatSpec(RequestModel):
+    """`text.format`: free text, any JSON object, or output that validates against a JSON schema
+    (the Responses API puts `name`, `schema` and `strict` beside the type)."""
 
-    @field_validator("format")
-    @classmethod
-    def _plain_text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value != {"type": "text"}:
-            raise ValueError('structured output is not supported; only {"type": "text"}')
-        return value
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: Annotated[str, Field(max_length=64)] | None = None
+    description: str | None = None
+    schema_: JsonSchemaDocument | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+    def as_response_format(self) -> ResponseFormat:
+        """The chat-style `response_format` of the same meaning."""
+        if self.type == "json_schema":
+            schema = JsonSchemaFormat(name=self.name, description=self.description, schema=self.schema_, strict=self.strict)
+            return ResponseFormat(type="json_schema", json_schema=schema)
+        return ResponseFormat(type=self.type, schema=self.schema_)
+
+
+class TextFormat(RequestModel):
+    format: TextFormatSpec | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
 
     @field_validator("verbosity")
     @classmethod

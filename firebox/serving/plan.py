@@ -1,4 +1,4 @@
-"""Prepared prompts + request fields -> engine requests and choice states (the n fan-out)."""
+"""Resolved options + prepared prompts -> engine requests and choice states (the n fan-out)."""
 
 from __future__ import annotations
 
@@ -11,37 +11,26 @@ from firebox.loader.tokenizer import Tokenizer
 from firebox.protocol.params import GenerationParams
 from firebox.serving.choice import ChoiceState
 from firebox.serving.errors import InvalidRequestError
+from firebox.serving.options import GenerationOptions, resolve_options
 from firebox.serving.prompt import PreparedPrompt, check_prompt_fits, fit_max_tokens
 from firebox.serving.records import RequestContext, RequestRecorder
 from firebox.serving.registry import ModelHandle
 from firebox.serving.run import GenerationRun, RunInfo
-from firebox.serving.sampling import (
-    LogprobMode,
-    build_sampling,
-    for_choice,
-    logprob_mode,
-    requested_max_tokens,
-    sampling_options,
-)
+from firebox.serving.sampling import LogprobMode, for_choice, sampling_options
 
 MAX_CHOICES = 1024  # prompts x n in one request
-PRIORITY_TIER = -1  # service_tier "priority": scheduled ahead of the default tier (0)
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    logprobs: LogprobMode
+    options: GenerationOptions
     requests: list[EngineRequest]
     choices: list[ChoiceState]
     sampling_options: dict
 
-
-def echo_count(req: GenerationParams, num_prompt_tokens: int) -> int:
-    if req.echo:
-        return num_prompt_tokens
-    if req.echo_last is not None:
-        return min(req.echo_last, num_prompt_tokens)
-    return 0
+    @property
+    def logprobs(self) -> LogprobMode:
+        return self.options.logprobs
 
 
 def _echo_text(tokenizer: Tokenizer, prompt: PreparedPrompt, count: int) -> str:
@@ -56,50 +45,38 @@ def plan_generation(
     if len(prompts) * req.n > MAX_CHOICES:
         raise InvalidRequestError(f"at most {MAX_CHOICES} choices (prompts x n) per request", param="n")
     info, tokenizer = handle.engine.model_info, handle.engine.tokenizer
-    mode = logprob_mode(req)
-    is_echo = bool(req.echo) or bool(req.echo_last)
-    base = _base_sampling(req, handle, mode, is_echo)
-    max_tokens = requested_max_tokens(req)
+    options = resolve_options(req, info, ctx)
     requests, choices = [], []
     for prompt_index, prompt in enumerate(prompts):
-        check_prompt_fits(len(prompt.token_ids), info.max_model_len, param)
-        fitted = fit_max_tokens(
-            len(prompt.token_ids), info.max_model_len, max_tokens, req.context_length_exceeded_behavior
-        )
-        count = echo_count(req, len(prompt.token_ids))
+        num_prompt_tokens = len(prompt.token_ids)
+        check_prompt_fits(num_prompt_tokens, info.max_model_len, param)
+        fitted = fit_max_tokens(num_prompt_tokens, info.max_model_len, options.max_tokens, options.context_policy)
+        count = options.echo_count(num_prompt_tokens)
         echo_text = _echo_text(tokenizer, prompt, count) if count else ""
-        for sibling in range(req.n):
+        for sibling in range(options.n):
             index = len(choices)
-            requests.append(_engine_request(req, ctx, index, prompt, for_choice(base, fitted, sibling)))
-            choices.append(
-                ChoiceState(index, prompt_index, prompt, count, echo_text, num_prompt_tokens=len(prompt.token_ids))
-            )
-    return Plan(mode, requests, choices, sampling_options(requests[0].sampling))
-
-
-def _base_sampling(req: GenerationParams, handle: ModelHandle, mode: LogprobMode, is_echo: bool) -> SamplingParams:
-    try:
-        return build_sampling(req, handle.engine.model_info, mode, is_echo)
-    except ValueError as exc:  # a model default outside the sampler's range
-        raise InvalidRequestError(f"invalid sampling parameters: {exc}") from exc
+            sampling = for_choice(options.sampling, fitted, sibling)
+            requests.append(_engine_request(options, ctx, index, prompt, sampling))
+            choices.append(ChoiceState(index, prompt_index, prompt, count, echo_text, num_prompt_tokens=num_prompt_tokens))
+    return Plan(options, requests, choices, sampling_options(requests[0].sampling))
 
 
 def _engine_request(
-    req: GenerationParams, ctx: RequestContext, index: int, prompt: PreparedPrompt, sampling: SamplingParams
+    options: GenerationOptions, ctx: RequestContext, index: int, prompt: PreparedPrompt, sampling: SamplingParams
 ) -> EngineRequest:
     return EngineRequest(
         request_id=f"{ctx.request_id}-{index}",
         prompt_token_ids=tuple(prompt.token_ids),
         sampling=sampling,
         arrival_time=ctx.arrival_time,
-        priority=PRIORITY_TIER if req.service_tier == "priority" else 0,
-        cache_salt=req.prompt_cache_isolation_key or ctx.cache_isolation_key,
-        affinity_key=req.prompt_cache_key or ctx.session_affinity or req.user,
+        priority=options.priority,
+        cache_salt=options.cache_salt,
+        affinity_key=options.affinity_key,
+        structured_output=options.structured_output,
     )
 
 
-def start_run(
-    req: GenerationParams, handle: ModelHandle, ctx: RequestContext, plan: Plan, recorder: RequestRecorder
-) -> GenerationRun:
-    info = RunInfo(handle, ctx, time.monotonic(), plan.sampling_options, req.user, req.metadata)
+def start_run(handle: ModelHandle, ctx: RequestContext, plan: Plan, recorder: RequestRecorder) -> GenerationRun:
+    options = plan.options
+    info = RunInfo(handle, ctx, time.monotonic(), plan.sampling_options, options.user, options.metadata)
     return GenerationRun(info, plan.requests, plan.choices, recorder)

@@ -59,11 +59,19 @@ def echoed_settings(req: ResponseCreateRequest, model: str, sampling_options: di
         "store": req.wants_store,
         "temperature": sampling_options["temperature"],
         "top_p": sampling_options["top_p"],
+        "text": echoed_text(req),
         "tool_choice": req.tool_choice or "auto",
         "top_logprobs": req.top_logprobs,
         "truncation": req.truncation or "disabled",
         "user": req.user,
     }
+
+
+def echoed_text(req: ResponseCreateRequest) -> dict[str, Any]:
+    """`text` as OpenAI reports it: the format asked for (schema included), verbosity medium."""
+    fmt = req.text.format if req.text is not None and req.text.format is not None else None
+    echoed = {"type": "text"} if fmt is None else fmt.model_dump(by_alias=True, exclude_none=True)
+    return {"format": echoed, "verbosity": "medium"}
 
 
 def response_usage(usage: UsageInfo) -> ResponseUsage:

@@ -44,6 +44,8 @@ def generation_params(req: ResponseCreateRequest) -> GenerationParams:
     """The chat-style parameters of a responses request (validated as a chat request is)."""
     fields: dict[str, Any] = {name: getattr(req, name) for name in ("model", "stream", *CHAT_FIELDS)}
     fields["max_tokens"] = req.max_output_tokens
+    if req.text is not None and req.text.format is not None:
+        fields["response_format"] = req.text.format.as_response_format()
     if req.wants_logprobs:
         fields.update(logprobs=True, top_logprobs=req.top_logprobs)
     try:
@@ -90,7 +92,7 @@ class ResponsesService:
             record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
             self._recorder.emit(record)
             raise
-        run = start_run(params, handle, ctx, plan, self._recorder)
+        run = start_run(handle, ctx, plan, self._recorder)
         stored = self._stored_run(req, handle, ctx, plan, run, items)
         if req.stream:
             await start_stream(run)

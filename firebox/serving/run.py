@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from firebox.engine.types import EngineRequest, RequestOutput
+from firebox.engine.types import EngineRequest, FinishReason, RequestOutput
 from firebox.protocol.common import UsageInfo
 from firebox.request_record import RequestRecord
 from firebox.serving.choice import ChoiceState
-from firebox.serving.errors import status_of
+from firebox.serving.errors import InvalidRequestError, status_of
 from firebox.serving.fanout import aclose_quietly, merge_streams
 from firebox.serving.metrics import perf_metrics, prompt_token_counts, usage
 from firebox.serving.records import RequestContext, RequestRecorder
@@ -64,16 +64,23 @@ class GenerationRun:
         except StopAsyncIteration:
             return
         self._buffered.append((index, output))
-        self.choices[index].update(output)
+        self._apply(index, output)
 
     async def events(self) -> AsyncIterator[tuple[ChoiceState, RequestOutput]]:
         for index, output in self._buffered:
             yield self.choices[index], output
         self._buffered.clear()
         async for index, output in self._stream:
-            choice = self.choices[index]
-            choice.update(output)
-            yield choice, output
+            yield self._apply(index, output), output
+
+    def _apply(self, index: int, output: RequestOutput) -> ChoiceState:
+        """Update the choice; an engine request that could not run (its grammar did not compile)
+        fails the whole API request with a 400 that says why."""
+        if output.finish_reason is FinishReason.ERROR:
+            raise InvalidRequestError(f"response_format: {output.stop_reason}", param="response_format")
+        choice = self.choices[index]
+        choice.update(output)
+        return choice
 
     @property
     def finished(self) -> bool:

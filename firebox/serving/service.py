@@ -91,7 +91,7 @@ class GenerationService(ABC, Generic[RequestT]):
             record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
             self._recorder.emit(record)
             raise
-        run = start_run(req, handle, ctx, plan, self._recorder)
+        run = start_run(handle, ctx, plan, self._recorder)
         renderers = [ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, c) for c in plan.choices]
         if req.stream:
             await start_stream(run)

@@ -41,7 +41,6 @@ def test_unknown_field_is_a_400_naming_it(server) -> None:
         ("functions", [{"name": "f"}]),
         ("function_call", {"name": "f"}),
         ("parallel_tool_calls", True),
-        ("response_format", {"type": "json_object"}),
         ("reasoning_effort", "high"),
         ("reasoning_history", "preserved"),
         ("thinking", {"type": "enabled", "budget_tokens": 2048}),

@@ -178,7 +178,7 @@ def test_previous_response_id_continues_without_the_old_instructions(client, ser
         ("background", True),
         ("conversation", "conv_123"),
         ("prompt", {"id": "pmpt_1"}),
-        ("text", {"format": {"type": "json_object"}}),
+        ("text", {"format": {"type": "xml"}}),
         ("prompt_cache_retention", "24h"),
         ("stream_options", {"include_obfuscation": True}),
         ("context_management", [{"type": "compaction"}]),

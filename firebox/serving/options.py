@@ -1,0 +1,72 @@
+"""A generation request resolved once into the typed record every later stage reads.
+
+Chat, completions and the Responses API arrive as different wire models; `resolve_options` turns
+their shared fields into `GenerationOptions` at the start of serving (sampling with the model's
+defaults, logprobs form, echo, output format, scheduling hints), so that planning, the fan-out and
+the run never go back to the pydantic request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firebox.engine.types import ModelInfo, SamplingParams, StructuredOutputSpec
+from firebox.protocol.common import ContextLengthBehavior
+from firebox.protocol.params import GenerationParams
+from firebox.serving.errors import InvalidRequestError
+from firebox.serving.records import RequestContext
+from firebox.serving.sampling import LogprobMode, build_sampling, logprob_mode, requested_max_tokens
+from firebox.serving.structured_output import structured_output_spec
+
+PRIORITY_TIER = -1  # service_tier "priority": scheduled ahead of the default tier (0)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationOptions:
+    sampling: SamplingParams  # max_tokens fitted per prompt and seed + i per choice later
+    logprobs: LogprobMode
+    max_tokens: int | None  # as asked for; None = up to the context
+    context_policy: ContextLengthBehavior | None
+    n: int
+    echo_all: bool  # echo the whole prompt
+    echo_last: int | None  # or only its last N tokens
+    structured_output: StructuredOutputSpec | None
+    priority: int
+    cache_salt: str | None
+    affinity_key: str | None
+    user: str | None
+    metadata: dict[str, str] | None
+
+    def echo_count(self, num_prompt_tokens: int) -> int:
+        if self.echo_all:
+            return num_prompt_tokens
+        if self.echo_last is not None:
+            return min(self.echo_last, num_prompt_tokens)
+        return 0
+
+
+def resolve_options(req: GenerationParams, info: ModelInfo, ctx: RequestContext) -> GenerationOptions:
+    mode = logprob_mode(req)
+    is_echo = bool(req.echo) or bool(req.echo_last)
+    return GenerationOptions(
+        sampling=_base_sampling(req, info, mode, is_echo),
+        logprobs=mode,
+        max_tokens=requested_max_tokens(req),
+        context_policy=req.context_length_exceeded_behavior,
+        n=req.n,
+        echo_all=bool(req.echo),
+        echo_last=req.echo_last,
+        structured_output=structured_output_spec(req.response_format),
+        priority=PRIORITY_TIER if req.service_tier == "priority" else 0,
+        cache_salt=req.prompt_cache_isolation_key or ctx.cache_isolation_key,
+        affinity_key=req.prompt_cache_key or ctx.session_affinity or req.user,
+        user=req.user,
+        metadata=req.metadata,
+    )
+
+
+def _base_sampling(req: GenerationParams, info: ModelInfo, mode: LogprobMode, is_echo: bool) -> SamplingParams:
+    try:
+        return build_sampling(req, info, mode, is_echo)
+    except ValueError as exc:  # a model default outside the sampler's range
+        raise InvalidRequestError(f"invalid sampling parameters: {exc}") from exc
