@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firebox.config import DEFAULT_ACCOUNT, DEFAULT_MODEL_SOURCE, EngineConfig, ModelConfig
+from firebox.config import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_MODEL_SOURCE,
+    DType,
+    EngineConfig,
+    EngineOptions,
+    Quantization,
+    engine_config,
+)
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p")
 _POLICY_KEYS = {"scale_up_window": "scaleUpWindow", "scale_down_window": "scaleDownWindow",
@@ -72,10 +80,10 @@ class CatalogModel:
     source: str = DEFAULT_MODEL_SOURCE
     """Where the weights come from (`ModelConfig.source`)."""
 
-    dtype: str = "auto"
+    dtype: DType = "auto"
     """Compute dtype (`ModelConfig.dtype`)."""
 
-    quantization: str = "auto"
+    quantization: Quantization = "auto"
     """Weight kernel (`ModelConfig.quantization`)."""
 
     max_model_len: int | None = None
@@ -107,11 +115,12 @@ class CatalogModel:
     def is_public(self) -> bool:
         return self.public if self.public is not None else self.account == DEFAULT_ACCOUNT
 
-    def engine_config(self, base: EngineConfig) -> EngineConfig:
+    def engine_config(self, base: EngineOptions) -> EngineConfig:
         """`base` (the command line's cache, scheduler and device settings) serving this model."""
-        model = ModelConfig(source=self.source, name=self.name, dtype=self.dtype, quantization=self.quantization,
-                            max_model_len=self.max_model_len, generation_overrides=self.default_sampling)
-        return dataclasses.replace(base, model=model)
+        return engine_config(dataclasses.replace(
+            base, source=self.source, name=self.name, dtype=self.dtype, quantization=self.quantization,
+            max_model_len=self.max_model_len, generation_overrides=self.default_sampling,
+        ))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,7 @@ def _model(entry: Mapping[str, Any]) -> CatalogModel:
     fields = {k: v for k, v in entry.items() if k not in ("id", "default_sampling", "deployments")}
     model = CatalogModel(model_id=entry["id"], default_sampling=tuple((k, float(v)) for k, v in sampling.items()),
                          **fields)
-    model.engine_config(EngineConfig())  # validates dtype, quantization, max_model_len
+    model.engine_config(EngineOptions())  # validates dtype, quantization, max_model_len
     deployments = tuple(_deployment(model, d) for d in entry.get("deployments", []))
     return dataclasses.replace(model, deployments=deployments)
 

@@ -22,12 +22,10 @@ from firebox.cli_keys import keys_app
 from firebox.config import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_SOURCE,
-    CacheConfig,
-    DeviceConfig,
     EngineConfig,
-    ModelConfig,
-    SchedulerConfig,
+    EngineOptions,
     ServerConfig,
+    engine_config,
 )
 from firebox.names import split_model_name
 
@@ -36,7 +34,6 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
 logger = logging.getLogger("firebox")
 
-MIB = 1024 * 1024
 _NAME_CHARS = re.compile(r"[^a-z0-9._-]+")
 
 
@@ -76,52 +73,20 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
         raise typer.BadParameter(str(exc), param_hint="--model") from exc
 
 
-def engine_defaults(opts: dict[str, Any]) -> EngineConfig:
-    """The engine flags (cache, scheduler, device) with the default model."""
-    cache = CacheConfig(
-        block_size=opts["block_size"],
-        num_blocks=opts["num_kv_blocks"],
-        memory_bytes=opts["kv_cache_mib"] * MIB,
-        enable_prefix_caching=opts["prefix_caching"],
-        kv_cache_dtype=opts["kv_cache_dtype"],
-    )
-    scheduler = SchedulerConfig(
-        max_num_seqs=opts["max_num_seqs"],
-        max_num_batched_tokens=opts["max_num_batched_tokens"],
-        max_waiting=opts["max_waiting"],
-    )
-    device = DeviceConfig(device=opts["device"], num_threads=opts["num_threads"])
-    return EngineConfig(cache=cache, scheduler=scheduler, device=device)
-
-
-def build_server_config(models: list[str], opts: dict[str, Any]) -> ServerConfig:
-    """ServerConfig with one EngineConfig per `--model` (or per serverless model of the catalog
-    `--config`); `opts` holds the engine flags."""
-    defaults = engine_defaults(opts)
-    engines = []
-    for spec in models if opts.get("catalog_file") is None else []:
-        source, name = parse_model_spec(spec)
-        model = ModelConfig(
-            source=source,
-            name=name,
-            dtype=opts["dtype"],
-            quantization=opts["quantization"],
-            max_model_len=opts["max_model_len"],
-        )
-        engines.append(dataclasses.replace(defaults, model=model))
-    if opts.get("catalog_file") is not None:
-        engines.extend(catalog_engines(opts["catalog_file"], defaults))
+def build_server_config(models: list[str], engine: EngineOptions, server: ServerConfig) -> ServerConfig:
+    """`server` (host, port, keys, data dir, catalog) with one engine per `--model`, or per
+    serverless model of its catalog; `engine` holds the engine flags."""
+    if server.catalog_path is not None:
+        engines = catalog_engines(server.catalog_path, engine)
+    else:
+        specs = [parse_model_spec(spec) for spec in models]
+        engines = tuple(engine_config(dataclasses.replace(engine, source=s, name=n)) for s, n in specs)
     names = [e.model.name for e in engines]
     if len(set(names)) != len(names):
         raise typer.BadParameter(
             f"two models with the same name: {names}; name them with SOURCE=NAME", param_hint="--model"
         )
-    extra: dict[str, Any] = {"data_dir": opts["data_dir"]} if opts["data_dir"] is not None else {}
-    return ServerConfig(
-        host=opts["host"], port=opts["port"], api_keys=tuple(opts["api_keys"]), engines=tuple(engines),
-        engine_process=opts.get("engine_process", True), catalog_path=opts.get("catalog_file"),
-        engine_defaults=defaults, **extra,
-    )  # fmt: skip
+    return dataclasses.replace(server, engines=engines, engine_defaults=engine)
 
 
 # --- the serve command --------------------------------------------------------------------------
@@ -178,13 +143,21 @@ def serve(
     ] = True,
 ) -> None:
     """Serve models over the Fireworks/OpenAI-compatible HTTP API."""
-    opts = dict(locals())
-    opts["api_keys"] = [k for k in api_key or [] if k]
     if catalog_file is not None and model:
         raise typer.BadParameter("give models either with --model or in the --config catalog, not both")
-    try:
-        config = build_server_config(model or [DEFAULT_MODEL_SOURCE], opts)
-    except ValueError as exc:  # a config's own validation
+    try:  # the configs check the values (ValueError)
+        engine = EngineOptions(
+            dtype=dtype, quantization=quantization, max_model_len=max_model_len, block_size=block_size,
+            num_kv_blocks=num_kv_blocks, kv_cache_mib=kv_cache_mib, prefix_caching=prefix_caching,
+            kv_cache_dtype=kv_cache_dtype, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+            max_waiting=max_waiting, device=device, num_threads=num_threads,
+        )  # fmt: skip
+        server = ServerConfig(
+            host=host, port=port, api_keys=tuple(k for k in api_key or [] if k), catalog_path=catalog_file,
+            engine_process=engine_process, **({"data_dir": data_dir} if data_dir is not None else {}),
+        )  # fmt: skip
+        config = build_server_config(model or [DEFAULT_MODEL_SOURCE], engine, server)
+    except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     run_server(config, shutdown_grace, log_level)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firebox.catalog import Catalog, catalog_from_engines, load_catalog
-from firebox.config import EngineConfig, ServerConfig
+from firebox.config import EngineConfig, EngineOptions, ServerConfig
 
 if TYPE_CHECKING:  # the command line reads catalogs before FastAPI is imported
     from fastapi import APIRouter
@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the command line reads catalogs before FastAPI is imported
     from firebox.serving.registry import ModelRegistry
 
 
-def catalog_engines(path: Path, base: EngineConfig) -> tuple[EngineConfig, ...]:
+def catalog_engines(path: Path, base: EngineOptions) -> tuple[EngineConfig, ...]:
     """The engines of the catalog's serverless models, with the command line's engine settings."""
     return tuple(m.engine_config(base) for m in load_catalog(path).models if m.serverless)
 

@@ -1,7 +1,9 @@
 """Frozen configuration records, built once by the CLI (the composition root).
 
 Each component receives only its slice: the scheduler a `SchedulerConfig`, the KV manager a
-`CacheConfig`, the runner a `ModelConfig` and `DeviceConfig`. Values computed at start-up
+`CacheConfig`, the runner a `ModelConfig` and `DeviceConfig`. Users name the engine settings flat
+(`firebox serve` flags, `LLM(...)` keywords, catalog entries): those are an `EngineOptions`, and
+`engine_config()` is the one place that turns them into the slices. Values computed at start-up
 (number of KV blocks, EOS ids) are returned by whoever computes them and passed on; they are never
 written back into a config. Every field carries a docstring (a test checks it). Only this module
 reads environment variables, and only for defaults.
@@ -10,16 +12,29 @@ reads environment variables, and only for defaults.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 DEFAULT_ACCOUNT = "fireworks"
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_MODEL_NAME = f"accounts/{DEFAULT_ACCOUNT}/models/{DEFAULT_MODEL_ID}"
 DEFAULT_MODEL_SOURCE = "default"
 
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
-_QUANTIZATIONS = ("none", "auto", "int4", "int8")
+MIB = 1024 * 1024
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+Quantization = Literal["auto", "none", "int4", "int8"]
+AttentionBackendName = Literal["auto", "native", "torch"]
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _check_choice(name: str, value: str, choices: Any) -> None:
+    """ValueError unless `value` is one of the `Literal` type `choices`."""
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -31,11 +46,11 @@ class ModelConfig:
     name: str = DEFAULT_MODEL_NAME
     """Full served name, `accounts/<account>/models/<id>`."""
 
-    dtype: str = "auto"
+    dtype: DType = "auto"
     """Compute dtype: `auto` (bf16 where the device does it natively, else fp32), `float32`,
     `bfloat16` or `float16`."""
 
-    quantization: str = "auto"
+    quantization: Quantization = "auto"
     """Kernels of the linear layers: `auto` (on CPU, firebox's 4/8-bit group kernels for every step
     size, 4-bit where the checkpoint is; dense elsewhere), `none` (dense in the model dtype: the
     reference numerics), `int4` or `int8` (see engine/runner/weight_kernels.py)."""
@@ -50,10 +65,8 @@ class ModelConfig:
     """Sampling defaults that override the model's `generation_config.json` (catalog entries)."""
 
     def __post_init__(self) -> None:
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
-        if self.quantization not in _QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {_QUANTIZATIONS}, got {self.quantization!r}")
+        _check_choice("dtype", self.dtype, DType)
+        _check_choice("quantization", self.quantization, Quantization)
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be positive")
 
@@ -72,14 +85,13 @@ class CacheConfig:
     enable_prefix_caching: bool = True
     """Share full blocks between requests with the same prefix."""
 
-    kv_cache_dtype: str = "auto"
+    kv_cache_dtype: DType = "auto"
     """dtype of the cached keys and values: `auto` (fp16 under the native CPU kernels with
     quantized weights, whose attention reads half the bytes; else the model dtype), `float32`,
     `float16` or `bfloat16`."""
 
     def __post_init__(self) -> None:
-        if self.kv_cache_dtype not in _DTYPES:
-            raise ValueError(f"kv_cache_dtype must be one of {_DTYPES}, got {self.kv_cache_dtype!r}")
+        _check_choice("kv_cache_dtype", self.kv_cache_dtype, DType)
         if self.block_size < 1:
             raise ValueError("block_size must be positive")
         if self.num_blocks is not None and self.num_blocks < 1:
@@ -110,12 +122,13 @@ class DeviceConfig:
     num_threads: int | None = None
     """CPU threads for torch; `None` uses every core."""
 
-    attention_backend: str = "auto"
+    attention_backend: AttentionBackendName = "auto"
     """`auto` (firebox's native paged kernel on CPU when it compiles, else torch), `native` or `torch`."""
 
     def __post_init__(self) -> None:
-        if self.attention_backend not in ("auto", "native", "torch"):
-            raise ValueError(f"attention_backend must be auto, native or torch, got {self.attention_backend!r}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check_choice("attention_backend", self.attention_backend, AttentionBackendName)
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,82 @@ class EngineConfig:
 
     device: DeviceConfig = field(default_factory=DeviceConfig)
     """Where to run."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engine settings, flat and named as users give them: `firebox serve` flags, `LLM(...)`
+    keywords, catalog entries. `engine_config()` maps them onto the slices, so a new engine option
+    is a field here, a line there, and its flag. Defaults are the slices' own."""
+
+    source: str = ModelConfig.source
+    """-> `ModelConfig.source`."""
+
+    name: str = ModelConfig.name
+    """-> `ModelConfig.name`."""
+
+    dtype: DType = ModelConfig.dtype
+    """-> `ModelConfig.dtype`."""
+
+    quantization: Quantization = ModelConfig.quantization
+    """-> `ModelConfig.quantization`."""
+
+    max_model_len: int | None = ModelConfig.max_model_len
+    """-> `ModelConfig.max_model_len`."""
+
+    seed: int = ModelConfig.seed
+    """-> `ModelConfig.seed`."""
+
+    generation_overrides: tuple[tuple[str, float], ...] = ModelConfig.generation_overrides
+    """-> `ModelConfig.generation_overrides`."""
+
+    block_size: int = CacheConfig.block_size
+    """-> `CacheConfig.block_size`."""
+
+    num_kv_blocks: int | None = CacheConfig.num_blocks
+    """-> `CacheConfig.num_blocks`."""
+
+    kv_cache_mib: int = CacheConfig.memory_bytes // MIB
+    """-> `CacheConfig.memory_bytes`, in MiB."""
+
+    prefix_caching: bool = CacheConfig.enable_prefix_caching
+    """-> `CacheConfig.enable_prefix_caching`."""
+
+    kv_cache_dtype: DType = CacheConfig.kv_cache_dtype
+    """-> `CacheConfig.kv_cache_dtype`."""
+
+    max_num_seqs: int = SchedulerConfig.max_num_seqs
+    """-> `SchedulerConfig.max_num_seqs`."""
+
+    max_num_batched_tokens: int = SchedulerConfig.max_num_batched_tokens
+    """-> `SchedulerConfig.max_num_batched_tokens`."""
+
+    max_waiting: int = SchedulerConfig.max_waiting
+    """-> `SchedulerConfig.max_waiting`."""
+
+    device: str = DeviceConfig.device
+    """-> `DeviceConfig.device`."""
+
+    num_threads: int | None = DeviceConfig.num_threads
+    """-> `DeviceConfig.num_threads`."""
+
+    attention_backend: AttentionBackendName = DeviceConfig.attention_backend
+    """-> `DeviceConfig.attention_backend`."""
+
+
+def engine_config(options: EngineOptions) -> EngineConfig:
+    """The one mapping of user-facing engine options onto the component configs (which validate
+    them: ValueError)."""
+    o = options
+    return EngineConfig(
+        model=ModelConfig(source=o.source, name=o.name, dtype=o.dtype, quantization=o.quantization,
+                          max_model_len=o.max_model_len, seed=o.seed, generation_overrides=o.generation_overrides),
+        cache=CacheConfig(block_size=o.block_size, num_blocks=o.num_kv_blocks, memory_bytes=o.kv_cache_mib * MIB,
+                          enable_prefix_caching=o.prefix_caching, kv_cache_dtype=o.kv_cache_dtype),
+        scheduler=SchedulerConfig(max_num_seqs=o.max_num_seqs, max_num_batched_tokens=o.max_num_batched_tokens,
+                                  max_waiting=o.max_waiting),
+        device=DeviceConfig(device=o.device, num_threads=o.num_threads, attention_backend=o.attention_backend),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -201,8 +290,9 @@ class ServerConfig:
     """The TOML model catalog `engines` came from (it adds deployment-only models and the
     deployments to create at start); `None`: the `--model` flags."""
 
-    engine_defaults: EngineConfig = field(default_factory=EngineConfig)
-    """Cache, scheduler and device settings of engines started later (deployment replicas)."""
+    engine_defaults: EngineOptions = field(default_factory=EngineOptions)
+    """The engine flags: the cache, scheduler and device settings of catalog models and of engines
+    started later (deployment replicas)."""
 
     deployments: DeploymentConfig = field(default_factory=DeploymentConfig)
     """Replica routing, cold starts and restarts."""

@@ -17,15 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from firebox.config import (
-    DEFAULT_MODEL_NAME,
-    DEFAULT_MODEL_SOURCE,
-    CacheConfig,
-    DeviceConfig,
-    EngineConfig,
-    ModelConfig,
-    SchedulerConfig,
-)
+from firebox.config import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE, DType, EngineOptions, Quantization, engine_config
 from firebox.engine.build import build_core
 from firebox.engine.types import EngineRequest, RequestOutput, RequestTimings, SamplingParams, TokenLogprob
 from firebox.serving.prompt import render_chat
@@ -71,8 +63,8 @@ class LLM:
         model: str = DEFAULT_MODEL_SOURCE,
         *,
         name: str | None = None,
-        dtype: str = "auto",
-        quantization: str = "auto",
+        dtype: DType = "auto",
+        quantization: Quantization = "auto",
         max_model_len: int | None = None,
         max_num_seqs: int = 64,
         max_num_batched_tokens: int = 512,
@@ -81,19 +73,12 @@ class LLM:
         num_threads: int | None = None,
         seed: int = 0,
     ) -> None:
-        config = EngineConfig(
-            model=ModelConfig(
-                source=model,
-                name=name or (DEFAULT_MODEL_NAME if model == DEFAULT_MODEL_SOURCE else model),
-                dtype=dtype,
-                quantization=quantization,
-                max_model_len=max_model_len,
-                seed=seed,
-            ),
-            cache=CacheConfig(num_blocks=num_kv_blocks),
-            scheduler=SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens),
-            device=DeviceConfig(device=device, num_threads=num_threads),
-        )
+        config = engine_config(EngineOptions(
+            source=model, name=name or (DEFAULT_MODEL_NAME if model == DEFAULT_MODEL_SOURCE else model), dtype=dtype,
+            quantization=quantization, max_model_len=max_model_len, seed=seed, num_kv_blocks=num_kv_blocks,
+            max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, device=device,
+            num_threads=num_threads,
+        ))  # fmt: skip
         self.core, self.model_info = build_core(config)
         self.tokenizer = self.core.tokenizer
         self._ids = itertools.count()

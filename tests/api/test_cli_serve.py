@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -20,15 +21,11 @@ import typer
 from typer.testing import CliRunner
 
 from firebox.cli import app, build_server_config, parse_model_spec
-from firebox.config import DEFAULT_MODEL_NAME
+from firebox.config import DEFAULT_MODEL_NAME, MIB, EngineConfig, EngineOptions, ServerConfig, engine_config
 from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-OPTS = {
-    "host": "127.0.0.1", "port": 8000, "api_keys": [], "data_dir": None, "max_model_len": None, "dtype": "auto",
-    "quantization": "auto", "device": "cpu", "num_threads": None, "max_num_seqs": 8, "max_num_batched_tokens": 256,
-    "max_waiting": 16, "num_kv_blocks": None, "kv_cache_mib": 64, "block_size": 16, "prefix_caching": True, "kv_cache_dtype": "auto",
-}  # fmt: skip
+ENGINE = EngineOptions(device="cpu", max_num_seqs=8, max_num_batched_tokens=256, max_waiting=16, kv_cache_mib=64)
 
 
 @pytest.mark.parametrize(
@@ -56,17 +53,36 @@ def test_bad_model_names_are_refused() -> None:
     with pytest.raises(typer.BadParameter):
         parse_model_spec("default=accounts/me/deployments/x")
     with pytest.raises(typer.BadParameter, match="same name"):
-        build_server_config(["/a/m.gguf", "/b/m.gguf"], OPTS)
+        build_server_config(["/a/m.gguf", "/b/m.gguf"], ENGINE, ServerConfig())
 
 
 def test_server_config_from_flags(tmp_path: Path) -> None:
-    config = build_server_config(
-        ["default", "/m/other.gguf"], {**OPTS, "api_keys": ["k"], "data_dir": tmp_path, "max_model_len": 1024}
-    )
+    server = ServerConfig(api_keys=("k",), data_dir=tmp_path)
+    config = build_server_config(["default", "/m/other.gguf"], replace(ENGINE, max_model_len=1024), server)
     assert [e.model.name for e in config.engines] == [DEFAULT_MODEL_NAME, "accounts/fireworks/models/other"]
     assert config.api_keys == ("k",) and config.data_dir == tmp_path
     assert config.engines[1].model.max_model_len == 1024 and config.engines[0].scheduler.max_num_seqs == 8
     assert config.engines[0].cache.memory_bytes == 64 * 1024 * 1024
+
+
+def test_engine_options_become_the_component_configs() -> None:
+    assert engine_config(EngineOptions()) == EngineConfig()  # the same defaults
+    config = engine_config(replace(ENGINE, dtype="bfloat16", quantization="int8", kv_cache_dtype="float16",
+                                   num_kv_blocks=32, prefix_caching=False, num_threads=2, attention_backend="torch"))
+    assert (config.model.dtype, config.model.quantization) == ("bfloat16", "int8")
+    cache = config.cache
+    assert (cache.num_blocks, cache.memory_bytes, cache.kv_cache_dtype) == (32, 64 * MIB, "float16")
+    assert not config.cache.enable_prefix_caching and config.scheduler.max_waiting == 16
+    assert (config.device.device, config.device.num_threads, config.device.attention_backend) == ("cpu", 2, "torch")
+
+
+@pytest.mark.parametrize("field", ["dtype", "quantization", "kv_cache_dtype", "attention_backend", "device"])
+def test_each_engine_choice_is_checked_once_by_the_config(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        engine_config(replace(ENGINE, **{field: "float8"}))
+    if field != "attention_backend":  # no flag for it
+        result = CliRunner().invoke(app, ["serve", f"--{field.replace('_', '-')}", "float8"])
+        assert result.exit_code == 2 and field in result.output
 
 
 def test_serve_help_lists_the_options() -> None:

@@ -88,10 +88,9 @@ def catalog_file(tmp_path: Path, tiny_model_dir: Path) -> Path:
 
 
 def _server_config(data_dir: Path, catalog_file: Path, settings: Any) -> Any:
-    from firebox.config import CacheConfig, DeviceConfig, EngineConfig, SchedulerConfig, ServerConfig
+    from firebox.config import EngineOptions, ServerConfig
 
-    defaults = EngineConfig(cache=CacheConfig(num_blocks=256), scheduler=SchedulerConfig(max_num_seqs=16),
-                            device=DeviceConfig(device="cpu", num_threads=1))
+    defaults = EngineOptions(num_kv_blocks=256, max_num_seqs=16, device="cpu", num_threads=1)
     return ServerConfig(data_dir=data_dir, engines=(), catalog_path=catalog_file, engine_defaults=defaults,
                         deployments=settings)
 

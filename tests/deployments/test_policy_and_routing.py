@@ -8,7 +8,7 @@ import time
 import pytest
 
 from firebox.catalog import catalog_from_engines, parse_catalog
-from firebox.config import EngineConfig, ModelConfig
+from firebox.config import EngineConfig, EngineOptions, ModelConfig
 from firebox.engine.types import EngineRequest, SamplingParams
 from firebox.serving.deployments.autoscaler import LoadSample, ScaleBounds, ScaleState, decide
 from firebox.serving.deployments.policy import AutoscalingPolicy, format_duration, parse_duration
@@ -117,7 +117,7 @@ def test_the_catalog_file_format() -> None:
     ]})  # fmt: skip
     smol, mine = catalog.models
     assert smol.name == "accounts/fireworks/models/smol" and smol.is_public and not mine.is_public
-    config = smol.engine_config(EngineConfig())
+    config = smol.engine_config(EngineOptions())
     assert config.model.max_model_len == 512 and config.model.generation_overrides == (("temperature", 0.3),)
     deployment = smol.deployments[0]
     assert (deployment.account, deployment.max_replica_count) == ("fireworks", 2)

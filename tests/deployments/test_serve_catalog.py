@@ -17,25 +17,23 @@ import httpx
 from typer.testing import CliRunner
 
 from firebox.cli import app, build_server_config
+from firebox.config import EngineOptions, ServerConfig
 from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-OPTS = {
-    "host": "127.0.0.1", "port": 8000, "api_keys": [], "data_dir": None, "max_model_len": None, "dtype": "auto",
-    "quantization": "auto", "device": "cpu", "num_threads": 1, "max_num_seqs": 8, "max_num_batched_tokens": 256,
-    "max_waiting": 16, "num_kv_blocks": 64, "kv_cache_mib": 64, "block_size": 16, "prefix_caching": True, "kv_cache_dtype": "auto",
-}  # fmt: skip
+ENGINE = EngineOptions(device="cpu", num_threads=1, max_num_seqs=8, max_num_batched_tokens=256, max_waiting=16,
+                       num_kv_blocks=64, kv_cache_mib=64)
 
 
 def test_server_config_from_a_catalog(catalog_file: Path) -> None:
     catalog_file.write_text(catalog_file.read_text().replace("serverless = false\nmax_model_len = 512", "max_model_len = 512"))
-    config = build_server_config(["default"], {**OPTS, "catalog_file": catalog_file, "engine_process": False})
+    config = build_server_config(["default"], ENGINE, ServerConfig(catalog_path=catalog_file, engine_process=False))
     assert [e.model.name for e in config.engines] == ["accounts/acme/models/tiny"]  # the serverless one only
     tiny = config.engines[0]
     assert tiny.model.max_model_len == 512 and tiny.model.generation_overrides == (("temperature", 0.5),)
     assert tiny.cache.num_blocks == 64 and tiny.device.num_threads == 1  # the command line's engine flags
     assert config.catalog_path == catalog_file and not config.engine_process
-    assert config.engine_defaults.scheduler.max_num_seqs == 8
+    assert config.engine_defaults.max_num_seqs == 8
 
 
 def test_serve_flags(monkeypatch, catalog_file: Path) -> None:

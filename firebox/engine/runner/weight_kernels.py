@@ -21,6 +21,7 @@ from collections import Counter
 
 import torch
 
+from firebox.config import Quantization
 from firebox.kernels import load_native
 from firebox.kernels.cpu import cpu_has_native_bf16
 from firebox.models.layers.linear import Linear
@@ -41,12 +42,10 @@ logger = logging.getLogger(__name__)
 
 # Without native kernels: torch's tinygemm int4 up to this many rows, a dense matmul beyond.
 FALLBACK_MAX_SMALL_ROWS = 3
-QUANTIZATIONS = ("none", "auto", "int4", "int8")
 
 
-def resolve_quantization(name: str, device: torch.device) -> str:
-    if name not in QUANTIZATIONS:
-        raise ValueError(f"quantization {name!r} is not supported; use one of {QUANTIZATIONS}")
+def resolve_quantization(name: Quantization, device: torch.device) -> Quantization:
+    """`ModelConfig` has checked the name; what is left is whether the device has the kernel."""
     if device.type != "cpu":
         if name in ("int4", "int8"):
             raise ValueError(f"quantization {name!r} is a CPU kernel; use 'none' on {device.type}")

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Callable
 
 from firebox.catalog import Catalog, CatalogModel
-from firebox.config import EngineConfig
+from firebox.config import EngineConfig, EngineOptions
 from firebox.engine.describe import ModelDescription, describe_model
 from firebox.serving.registry import ModelRegistry
 
@@ -16,7 +16,7 @@ Describe = Callable[[EngineConfig], ModelDescription]
 
 
 class CatalogModels:
-    def __init__(self, catalog: Catalog, engine_defaults: EngineConfig, registry: ModelRegistry,
+    def __init__(self, catalog: Catalog, engine_defaults: EngineOptions, registry: ModelRegistry,
                  describe: Describe = describe_model) -> None:
         self.catalog = catalog
         self.registry = registry
