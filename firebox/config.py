@@ -150,61 +150,31 @@ class EngineConfig:
 class EngineOptions:
     """The engine settings, flat and named as users give them: `firebox serve` flags, `LLM(...)`
     keywords, catalog entries. `engine_config()` maps them onto the slices, so a new engine option
-    is a field here, a line there, and its flag. Defaults are the slices' own."""
+    is a field here, a line there, and its flag. Each field sets the slice's field of the same name
+    (documented there), with its default, except where a comment says otherwise."""
 
+    # ModelConfig
     source: str = ModelConfig.source
-    """-> `ModelConfig.source`."""
-
     name: str = ModelConfig.name
-    """-> `ModelConfig.name`."""
-
     dtype: DType = ModelConfig.dtype
-    """-> `ModelConfig.dtype`."""
-
     quantization: Quantization = ModelConfig.quantization
-    """-> `ModelConfig.quantization`."""
-
     max_model_len: int | None = ModelConfig.max_model_len
-    """-> `ModelConfig.max_model_len`."""
-
     seed: int = ModelConfig.seed
-    """-> `ModelConfig.seed`."""
-
     generation_overrides: tuple[tuple[str, float], ...] = ModelConfig.generation_overrides
-    """-> `ModelConfig.generation_overrides`."""
-
+    # CacheConfig
     block_size: int = CacheConfig.block_size
-    """-> `CacheConfig.block_size`."""
-
-    num_kv_blocks: int | None = CacheConfig.num_blocks
-    """-> `CacheConfig.num_blocks`."""
-
-    kv_cache_mib: int = CacheConfig.memory_bytes // MIB
-    """-> `CacheConfig.memory_bytes`, in MiB."""
-
-    prefix_caching: bool = CacheConfig.enable_prefix_caching
-    """-> `CacheConfig.enable_prefix_caching`."""
-
+    num_kv_blocks: int | None = CacheConfig.num_blocks  # num_blocks
+    kv_cache_mib: int = CacheConfig.memory_bytes // MIB  # memory_bytes, in MiB
+    prefix_caching: bool = CacheConfig.enable_prefix_caching  # enable_prefix_caching
     kv_cache_dtype: DType = CacheConfig.kv_cache_dtype
-    """-> `CacheConfig.kv_cache_dtype`."""
-
+    # SchedulerConfig
     max_num_seqs: int = SchedulerConfig.max_num_seqs
-    """-> `SchedulerConfig.max_num_seqs`."""
-
     max_num_batched_tokens: int = SchedulerConfig.max_num_batched_tokens
-    """-> `SchedulerConfig.max_num_batched_tokens`."""
-
     max_waiting: int = SchedulerConfig.max_waiting
-    """-> `SchedulerConfig.max_waiting`."""
-
+    # DeviceConfig
     device: str = DeviceConfig.device
-    """-> `DeviceConfig.device`."""
-
     num_threads: int | None = DeviceConfig.num_threads
-    """-> `DeviceConfig.num_threads`."""
-
     attention_backend: AttentionBackendName = DeviceConfig.attention_backend
-    """-> `DeviceConfig.attention_backend`."""
 
 
 def engine_config(options: EngineOptions) -> EngineConfig:
