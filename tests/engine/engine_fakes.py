@@ -18,6 +18,7 @@ from firebox.engine.types import (
     SamplingParams,
     ScheduledRequest,
     SchedulerOutput,
+    StructuredOutputSpec,
     TokenLogprob,
 )
 from firebox.loader.tokenizer import SpecialTokens, Tokenizer
@@ -139,9 +140,18 @@ def make_engine_request(
     priority: int = 0,
     arrival: float = 0.0,
     cache_salt: str | None = None,
+    structured_output: StructuredOutputSpec | None = None,
     **sampling,
 ) -> EngineRequest:
-    return EngineRequest(request_id, tuple(prompt), SamplingParams(**sampling), arrival, priority, cache_salt)
+    return EngineRequest(
+        request_id,
+        tuple(prompt),
+        SamplingParams(**sampling),
+        arrival,
+        priority,
+        cache_salt,
+        structured_output=structured_output,
+    )
 
 
 def make_core(
