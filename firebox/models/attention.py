@@ -64,7 +64,9 @@ class AttentionBackend(Protocol):
         kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim]
         meta: Any,
         scale: float,
+        sliding_window: int | None = None,
     ) -> torch.Tensor:  # [num_tokens, num_heads * head_dim]
         """Write this step's k/v into the cache at the metadata's slots, then attend causally
-        over each request's whole context."""
+        over each request's context: all of it, or with a sliding window only each query's last
+        `sliding_window` positions (its own included)."""
         ...

@@ -3,15 +3,16 @@
 Reference: transformers' `modeling_llama.py`. Each layer is RMSNorm -> attention -> residual ->
 RMSNorm -> MLP -> residual. Attention projects q|k|v with one fused matmul, applies RoPE at the
 given positions and hands the heads to the paged attention backend, which writes the KV cache.
-A family subclasses `DecoderForCausalLM` and overrides `attention_spec`, `make_mlp` and
-`weight_rules`; nothing else varies. The layers run through a `LayerStack`: the modules here by
-default, or a native copy of them that the runner picks at load (`layer_stacks.py`).
+A family subclasses `DecoderForCausalLM` and overrides `attention_spec`, `make_mlp`,
+`weight_rules`, `layer_sliding_window` and `refusals` (settings.py); nothing else varies. The
+layers run through a `LayerStack`: the modules here by default, or a native copy of them that the
+runner picks at load (`layer_stacks.py`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -27,6 +28,7 @@ from firebox.models.layers.mlp import GatedMLP
 from firebox.models.layers.norm import RMSNorm
 from firebox.models.layers.rotary import RotaryEmbedding, apply_rotary
 from firebox.models.layers.weights import WeightRule, WeightSink, load_named_weights, weight_rule
+from firebox.models.settings import COMMON_REFUSALS, Refusal, no_sliding_window, refuse_unsupported
 
 # Hugging Face keeps q/k/v and gate/up as separate tensors; we fuse them into one matmul each.
 DENSE_WEIGHT_RULES: tuple[WeightRule, ...] = (
@@ -58,6 +60,7 @@ class DecoderAttention(nn.Module):
         backend: AttentionBackend,
         layer_idx: int,
         dtype: torch.dtype,
+        sliding_window: int | None = None,
     ) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
@@ -65,6 +68,7 @@ class DecoderAttention(nn.Module):
         self.head_dim = config.head_dim
         self.scale = self.head_dim**-0.5
         self.layer_idx = layer_idx
+        self.sliding_window = sliding_window  # each query sees only its last this many positions; None: all
         self.backend = backend
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.qkv_proj = Linear(
@@ -93,7 +97,8 @@ class DecoderAttention(nn.Module):
         else:
             qk = apply_rotary(torch.cat((q, k), dim=1), cos_sin)  # q and k heads rotated in one pass
             q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
-        out = self.backend.forward(q, k, v, kv_cache, attn_meta, self.scale)  # [num_tokens, heads * head_dim]
+        # [num_tokens, heads * head_dim]
+        out = self.backend.forward(q, k, v, kv_cache, attn_meta, self.scale, sliding_window=self.sliding_window)
         return self.o_proj(out)
 
 
@@ -170,19 +175,22 @@ class DecoderForCausalLM(nn.Module):
     """The model contract the runner relies on: forward -> hidden states, compute_logits, load_weights."""
 
     weight_rules: ClassVar[tuple[WeightRule, ...]] = DENSE_WEIGHT_RULES
+    layer_sliding_window: ClassVar[Callable[[ArchConfig, int], int | None]] = staticmethod(no_sliding_window)
+    refusals: ClassVar[tuple[Refusal, ...]] = COMMON_REFUSALS
 
     def __init__(
         self, config: ArchConfig, attn_backend: AttentionBackend, dtype: torch.dtype = torch.float32
     ) -> None:
         super().__init__()
         check_activation(config.get("hidden_act", "silu"))
+        refuse_unsupported(config, self.refusals)
         self.config = config
         self.dtype = dtype
         spec = self.attention_spec(config)
         layers = [
             DecoderLayer(
                 config,
-                DecoderAttention(config, spec, attn_backend, i, dtype),
+                DecoderAttention(config, spec, attn_backend, i, dtype, self.layer_sliding_window(config, i)),
                 self.make_mlp(config, i, dtype),
                 dtype,
             )

@@ -4,6 +4,7 @@ Router: top k of the router logits, softmax over the chosen (computed as softmax
 renormalize, which is the same). `intermediate_size` is each expert's width. Checkpoints name the
 block `block_sparse_moe` with experts `w1` (gate), `w3` (up), `w2` (down); we keep the
 transformers >= 5 names (`mlp.gate`, `mlp.experts.gate_up_proj`, `mlp.experts.down_proj`).
+`sliding_window`, as Mistral's, covers every layer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from firebox.loader.arch_config import ArchConfig
 from firebox.models.decoder import DENSE_WEIGHT_RULES, DecoderForCausalLM
 from firebox.models.layers.moe import SparseMoeBlock
 from firebox.models.layers.weights import WeightRule, weight_rule
+from firebox.models.settings import sliding_window_everywhere
 
 MIXTRAL_WEIGHT_RULES: tuple[WeightRule, ...] = (
     weight_rule(
@@ -32,6 +34,7 @@ MIXTRAL_WEIGHT_RULES: tuple[WeightRule, ...] = (
 
 class MixtralForCausalLM(DecoderForCausalLM):
     weight_rules = MIXTRAL_WEIGHT_RULES
+    layer_sliding_window = staticmethod(sliding_window_everywhere)
 
     @classmethod
     def make_mlp(cls, config: ArchConfig, layer_idx: int, dtype: torch.dtype) -> nn.Module:

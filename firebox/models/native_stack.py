@@ -50,6 +50,7 @@ class NativeLayer:
     o: NativeLinear
     gate_up: NativeLinear
     down: NativeLinear
+    sliding_window: int  # positions each query sees; 0: all
 
     def add_to(self, stack: Any) -> None:
         """`DecoderStack.add_layer(tensors, ints)`: the one place this record is unpacked by
@@ -59,7 +60,7 @@ class NativeLayer:
             bias = _EMPTY if linear.bias is None else linear.bias
             tensors += [linear.packed, linear.scale, linear.low, linear.dense, bias]
             ints += [linear.bits, linear.out_features, int(linear.bias is not None)]
-        stack.add_layer(tensors, ints)
+        stack.add_layer(tensors, ints + [self.sliding_window])
 
 
 def native_linear(linear: Linear) -> NativeLinear | None:
@@ -139,6 +140,7 @@ class NativeDecoderStack:
                 o=linears["o_proj"],
                 gate_up=linears["gate_up_proj"],
                 down=linears["down_proj"],
+                sliding_window=layer.self_attn.sliding_window or 0,
             ).add_to(self.stack)
         self.stack.set_final_norm(model.model.norm.weight.detach())
         self.stack.set_kv_caches(target.kv_caches)

@@ -3,7 +3,8 @@
 Router: softmax over all experts -> top k -> renormalized when `norm_topk_prob`. Layer i is sparse
 unless it is listed in `mlp_only_layers` or (i + 1) is not a multiple of `decoder_sparse_step`.
 Checkpoints name experts one by one (`mlp.experts.<e>.gate_proj.weight`); transformers >= 5
-state dicts hold them already stacked (`mlp.experts.gate_up_proj`); both load.
+state dicts hold them already stacked (`mlp.experts.gate_up_proj`); both load. Its sliding window,
+under `use_sliding_window`, covers every layer (no `layer_types`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from firebox.models.layers.mlp import GatedMLP
 from firebox.models.layers.moe import SparseMoeBlock
 from firebox.models.layers.weights import WeightRule, weight_rule
 from firebox.models.qwen3 import Qwen3ForCausalLM
+from firebox.models.settings import gated_sliding_window
 
 QWEN3_MOE_WEIGHT_RULES: tuple[WeightRule, ...] = (
     weight_rule(
@@ -45,6 +47,7 @@ def is_sparse_layer(config: ArchConfig, layer_idx: int) -> bool:
 
 class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
     weight_rules = QWEN3_MOE_WEIGHT_RULES
+    layer_sliding_window = staticmethod(gated_sliding_window)
 
     @classmethod
     def make_mlp(cls, config: ArchConfig, layer_idx: int, dtype: torch.dtype) -> nn.Module:

@@ -137,9 +137,12 @@ def test_norms_activation_and_rope_match_torch(dtype: torch.dtype) -> None:
     assert torch.equal(qkv[:, 12:], v_before)
 
 
+@pytest.mark.parametrize("sliding_window", [None, 7])  # 7: shorter than most contexts, not a block multiple
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("block_size", "head_dim"), [(4, 32), (16, 64)])  # generic and fixed-size paths
-def test_paged_attention_backend_matches_the_torch_reference(dtype: torch.dtype, block_size: int, head_dim: int) -> None:
+def test_paged_attention_backend_matches_the_torch_reference(
+    dtype: torch.dtype, block_size: int, head_dim: int, sliding_window: int | None
+) -> None:
     """Two steps on each backend from empty pools, each in its own KV layout: fresh prompts and a
     chunk, then decodes with a continued chunk and a one-token prompt."""
     from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
@@ -163,7 +166,7 @@ def test_paged_attention_backend_matches_the_torch_reference(dtype: torch.dtype,
         q = torch.randn(num_tokens, heads, head_dim, dtype=dtype)
         k, v = (torch.randn(num_tokens, kv_heads, head_dim, dtype=dtype) for _ in range(2))
         expected, got = (
-            b.forward(q, k, v, cache, b.build_metadata(batch, torch.device("cpu")), 0.2)
+            b.forward(q, k, v, cache, b.build_metadata(batch, torch.device("cpu")), 0.2, sliding_window)
             for b, cache in zip(backends, caches)
         )
         torch.testing.assert_close(got, expected, **tol)

@@ -3,14 +3,15 @@
 Two copies of one tiny Llama run the same steps (fresh prompts, a chunk that continues a cached
 context, decodes next to a prefill chunk) over the native paged backend: one through the Python
 layers, one through `DecoderStack`. Both must give the same logits, with dense weights and with
-the batch-adaptive quantized kernels (whose small-step path the stack re-implements).
+the batch-adaptive quantized kernels (whose small-step path the stack re-implements), and for a
+Mistral whose sliding window is shorter than the prompts.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 from firebox.engine.runner.weight_kernels import install_weight_kernels
 from firebox.kernels import load_native
@@ -27,10 +28,16 @@ STEPS = [
 ]
 
 
-def _run(quantization: str, native: bool) -> list[dict[str, torch.Tensor]]:
+MODELS = {
+    "llama": (LlamaForCausalLM, LlamaConfig(**tiny())),
+    "mistral-window-5": (MistralForCausalLM, MistralConfig(**tiny(), sliding_window=5)),
+}
+
+
+def _run(quantization: str, native: bool, model: str = "llama") -> list[dict[str, torch.Tensor]]:
     from firebox.engine.runner.attention.cpu_paged import CpuPagedAttentionBackend
 
-    hf = make_hf_model(LlamaForCausalLM, LlamaConfig(**tiny()))
+    hf = make_hf_model(*MODELS[model])
     backend = CpuPagedAttentionBackend()
     model = build_ours(hf, backend=backend)
     install_weight_kernels(model, quantization, source_bits=4)
@@ -42,18 +49,21 @@ def _run(quantization: str, native: bool) -> list[dict[str, torch.Tensor]]:
     return [runner.step(chunks) for chunks in STEPS]
 
 
-@pytest.mark.parametrize("quantization", ["none", "auto", "int8"])
-def test_the_native_stack_gives_the_python_layers_logits(quantization: str) -> None:
-    python, native = _run(quantization, native=False), _run(quantization, native=True)
+@pytest.mark.parametrize(
+    ("quantization", "model"), [("none", "llama"), ("auto", "llama"), ("int8", "llama"), ("auto", "mistral-window-5")]
+)
+def test_the_native_stack_gives_the_python_layers_logits(quantization: str, model: str) -> None:
+    python, native = _run(quantization, native=False, model=model), _run(quantization, native=True, model=model)
     for step_python, step_native in zip(python, native, strict=True):
         assert step_python.keys() == step_native.keys()
         for seq in step_python:
             torch.testing.assert_close(step_native[seq], step_python[seq], rtol=1e-4, atol=1e-4)
 
 
-def test_the_native_stack_matches_transformers_on_dense_weights() -> None:
-    hf = make_hf_model(LlamaForCausalLM, LlamaConfig(**tiny()))
-    logits = torch.cat([step["a"] for step in _run("none", native=True)[:2]])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_the_native_stack_matches_transformers_on_dense_weights(model: str) -> None:
+    hf = make_hf_model(*MODELS[model])
+    logits = torch.cat([step["a"] for step in _run("none", native=True, model=model)[:2]])
     torch.testing.assert_close(logits, hf_logits(hf, PROMPT), rtol=1e-3, atol=1e-3)
 
 

@@ -41,7 +41,12 @@ VARIANTS = {
         ),
     ),
     "mistral": (MistralForCausalLM, MistralConfig(**TINY)),
+    "mistral-window": (MistralForCausalLM, MistralConfig(**TINY, sliding_window=5)),  # PROMPT is 20 tokens
     "qwen2": (Qwen2ForCausalLM, Qwen2Config(**{**TINY, "num_hidden_layers": 3})),
+    "qwen2-window-above-layer-1": (  # layers 1 and 2 slide a 6-token window, layer 0 sees everything
+        Qwen2ForCausalLM,
+        Qwen2Config(**{**TINY, "num_hidden_layers": 3}, use_sliding_window=True, sliding_window=6, max_window_layers=1),
+    ),
 }
 
 
@@ -60,6 +65,17 @@ def test_chunked_prefill_then_decode_matches_full_sequence() -> None:
     tokens = h.PROMPT + [33, 77, 5, 110]  # 20 prompt tokens, then 4 decode steps
     logits = h.PagedRunner(ours).run_chunks("seq", tokens, [7, 5, 8, 1, 1, 1, 1])
     h.assert_logits_close(logits, h.hf_logits(hf, tokens))
+
+
+@pytest.mark.parametrize("name", ["mistral-window", "qwen2-window-above-layer-1"])
+def test_sliding_window_holds_across_chunks_and_decodes(name: str) -> None:
+    hf, ours = _model_pair(name)
+    tokens = h.PROMPT + [33, 77, 5, 110]
+    logits = h.PagedRunner(ours).run_chunks("seq", tokens, [3, 9, 8, 1, 1, 1, 1])  # chunks longer than the window
+    ref = h.hf_logits(hf, tokens)
+    h.assert_logits_close(logits, ref)
+    unwindowed = h.make_hf_model(*VARIANTS[name.split("-")[0]])  # the same weights, full attention
+    assert (h.hf_logits(unwindowed, tokens) - ref).abs().max() > 0.1, "the window should change the logits"
 
 
 def test_decodes_and_prefills_batched_together_match_each_alone() -> None:

@@ -42,6 +42,26 @@ def test_unsupported_activation_is_rejected() -> None:
         get_model_class("LlamaForCausalLM")(config, TorchAttentionBackend())
 
 
+@pytest.mark.parametrize(
+    ("setting", "field"),
+    [
+        ({"quantization_config": {"quant_method": "awq", "bits": 4}}, "quantization_config"),
+        ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+        ({"rope_parameters": {"rope_theta": 1e4, "partial_rotary_factor": 0.5}}, "rope_parameters"),
+        ({"sliding_window": 0, "architectures": ["MistralForCausalLM"]}, "sliding_window"),
+        (
+            {"use_sliding_window": True, "sliding_window": 8, "layer_types": ["chunked_attention"],
+             "architectures": ["Qwen2ForCausalLM"]},
+            "layer_types",
+        ),
+    ],
+)  # fmt: skip
+def test_unsupported_settings_are_refused_naming_the_field(setting: dict, field: str) -> None:
+    config = ArchConfig.from_hf_dict({**LlamaConfig(**TINY).to_dict(), **setting})
+    with pytest.raises(ValueError, match=rf"config field {field}="):
+        get_model_class(config.architecture)(config, TorchAttentionBackend())
+
+
 def _fresh_pair():
     hf = make_hf_model(LlamaForCausalLM, LlamaConfig(**TINY))
     return hf, get_model_class("LlamaForCausalLM")(arch_config_of(hf), TorchAttentionBackend())

@@ -10,6 +10,7 @@
 #include <torch/custom_class.h>
 #include <torch/extension.h>
 
+#include <optional>
 #include <vector>
 
 #include "ops.h"
@@ -34,6 +35,7 @@ struct StackLinear {
 struct StackLayer {
   at::Tensor input_norm, post_norm;
   StackLinear qkv, o, gate_up, down;
+  int64_t window = 0;  // sliding window of this layer's attention; 0: none
 };
 
 class DecoderStack : public torch::CustomClassHolder {
@@ -43,11 +45,12 @@ class DecoderStack : public torch::CustomClassHolder {
       : num_heads_(num_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim), block_size_(block_size),
         eps_(eps), scale_(scale) {}
 
+  // As models/native_stack.py's NativeLayer.add_to lays them out:
   // tensors: input_norm, post_norm, then for qkv, o, gate_up, down: packed, scale, low, dense, bias
-  // ints:    for qkv, o, gate_up, down: bits, out_features, has_bias
+  // ints:    for qkv, o, gate_up, down: bits, out_features, has_bias; then the sliding window
   void add_layer(std::vector<at::Tensor> tensors, std::vector<int64_t> ints) {
-    TORCH_CHECK(tensors.size() == 2 + 4 * 5 && ints.size() == 4 * 3, "add_layer: 22 tensors and 12 ints");
-    StackLayer layer{tensors[0], tensors[1], {}, {}, {}, {}};
+    TORCH_CHECK(tensors.size() == 2 + 4 * 5 && ints.size() == 4 * 3 + 1, "add_layer: 22 tensors and 13 ints");
+    StackLayer layer{tensors[0], tensors[1], {}, {}, {}, {}, ints[4 * 3]};
     StackLinear* linears[] = {&layer.qkv, &layer.o, &layer.gate_up, &layer.down};
     for (int i = 0; i < 4; ++i) {
       StackLinear& lin = *linears[i];
@@ -88,7 +91,7 @@ class DecoderStack : public torch::CustomClassHolder {
         firebox::fused_add_rms_norm(hidden, residual, layer.input_norm, eps_);
       }
       const at::Tensor attn = attention(layer.qkv(hidden), l, cos_sin, slot_mapping, block_table, token_row, kv_len,
-                                        num_paged, paged_tokens, fresh);
+                                        num_paged, paged_tokens, fresh, layer.window);
       hidden = layer.o(attn);
       firebox::fused_add_rms_norm(hidden, residual, layer.post_norm, eps_);
       const at::Tensor gate_up = layer.gate_up(hidden);
@@ -103,7 +106,7 @@ class DecoderStack : public torch::CustomClassHolder {
  private:
   at::Tensor attention(const at::Tensor& qkv, size_t layer, const at::Tensor& cos_sin, const at::Tensor& slots,
                        const at::Tensor& block_table, const at::Tensor& token_row, const at::Tensor& kv_len,
-                       int64_t num_paged, const at::Tensor& paged_tokens, const at::Tensor& fresh) {
+                       int64_t num_paged, const at::Tensor& paged_tokens, const at::Tensor& fresh, int64_t window) {
     const int64_t T = qkv.size(0), H = num_heads_, KV = num_kv_heads_, D = head_dim_;
     const at::Tensor qkv3 = qkv.view({T, H + 2 * KV, D});
     const at::Tensor q = qkv3.narrow(1, 0, H), k = qkv3.narrow(1, H, KV), v = qkv3.narrow(1, H + KV, KV);
@@ -117,20 +120,25 @@ class DecoderStack : public torch::CustomClassHolder {
     if (num_paged > 0) {
       if (paged_tokens.numel() == 0) {
         firebox::paged_attention(out.narrow(0, 0, num_paged), q.narrow(0, 0, num_paged), k_pool, v_pool,
-                                 block_table, token_row, kv_len, scale_);
+                                 block_table, token_row, kv_len, scale_, window);
       } else {
         at::Tensor part = at::empty({num_paged, H, D}, qkv.options());
         firebox::paged_attention(part, q.index_select(0, paged_tokens), k_pool, v_pool, block_table, token_row,
-                                 kv_len, scale_);
+                                 kv_len, scale_, window);
         out.index_copy_(0, paged_tokens, part);
       }
     }
     const int64_t* spans = fresh.data_ptr<int64_t>();
     for (int64_t i = 0; i < fresh.size(0); ++i) {
       const int64_t s = spans[2 * i], n = spans[2 * i + 1] - spans[2 * i];
+      const bool windowed = window > 0 && n > window;  // else plain causal: the window covers the span
+      const std::optional<at::Tensor> mask =
+          windowed ? std::optional<at::Tensor>(at::ones({n, n}, qkv.options().dtype(at::kBool)).tril().triu(1 - window))
+                   : std::nullopt;
       const at::Tensor o = at::scaled_dot_product_attention(
           q.narrow(0, s, n).transpose(0, 1).unsqueeze(0), k.narrow(0, s, n).transpose(0, 1).unsqueeze(0),
-          v.narrow(0, s, n).transpose(0, 1).unsqueeze(0), {}, 0.0, /*is_causal=*/true, scale_, /*enable_gqa=*/true);
+          v.narrow(0, s, n).transpose(0, 1).unsqueeze(0), mask, 0.0, /*is_causal=*/!windowed, scale_,
+          /*enable_gqa=*/true);
       out.narrow(0, s, n).copy_(o[0].transpose(0, 1));
     }
     return out.view({T, H * D});

@@ -12,7 +12,7 @@ at::Tensor q8_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, int64_t 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4(at::Tensor weight);
 std::tuple<at::Tensor, at::Tensor> pack_q8(at::Tensor weight);
 void paged_attention(at::Tensor out, at::Tensor q, at::Tensor k_pool, at::Tensor v_pool, at::Tensor block_table,
-                     at::Tensor token_row, at::Tensor kv_len, double scale);
+                     at::Tensor token_row, at::Tensor kv_len, double scale, int64_t window);
 void write_kv(at::Tensor k, at::Tensor v, at::Tensor k_pool, at::Tensor v_pool, at::Tensor slots);
 void rms_norm(at::Tensor out, at::Tensor x, at::Tensor w, double eps);
 void fused_add_rms_norm(at::Tensor x, at::Tensor residual, at::Tensor w, double eps);

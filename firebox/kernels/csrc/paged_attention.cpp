@@ -10,6 +10,7 @@
 //   block_table[num_rows, max_blocks] int64          block ids of each request
 //   token_row  [num_tokens] int64                    which row of block_table a query token reads
 //   kv_len     [num_tokens] int64                    positions that query token may see (causal)
+//   window     a sliding window: each query token sees only its last `window` positions (0: all)
 //   out        [num_tokens, num_heads, head_dim]     contiguous
 //
 // The pools hold the query's dtype, or fp16 / bf16 under fp32 queries: a half-width cache halves
@@ -95,8 +96,8 @@ inline void widen<c10::BFloat16>(const c10::BFloat16* src, float* dst, int64_t n
 #endif
 
 template <typename TQ, typename T>
-void attend_one(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t len,
-                int64_t kv_head, int64_t group, int64_t num_kv_heads, int64_t head_dim, int64_t block_size,
+void attend_one(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t start,
+                int64_t len, int64_t kv_head, int64_t group, int64_t num_kv_heads, int64_t head_dim, int64_t block_size,
                 float scale, TQ* out_tok, std::vector<float>& buf) {
   const int64_t D = head_dim, BS = block_size;
   const int64_t num_blocks = (len + BS - 1) / BS, padded = num_blocks * BS;
@@ -107,8 +108,8 @@ void attend_one(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64_t
   for (int64_t g = 0; g < group; ++g)
     for (int64_t i = 0; i < D; ++i) q[g * D + i] = static_cast<float>(q_tok[(kv_head * group + g) * D + i]) * scale;
 
-  // scores[g, t] = q_g . k_t, a block of tokens at a time across SIMD lanes
-  for (int64_t b = 0; b < num_blocks; ++b) {
+  // scores[g, t] = q_g . k_t, a block of tokens at a time across SIMD lanes, from start's block on
+  for (int64_t b = start / BS; b < num_blocks; ++b) {
     const T* kt = k_pool + (blocks[b] * num_kv_heads + kv_head) * D * BS;  // [D, BS]
     for (int64_t g = 0; g < group; ++g) {
       float* s = scores + g * padded + b * BS;
@@ -122,13 +123,13 @@ void attend_one(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64_t
       }
     }
   }
-  for (int64_t g = 0; g < group; ++g) softmax_inplace(scores + g * padded, len);
-  // acc[g] = sum_t p[g, t] * v_t
+  for (int64_t g = 0; g < group; ++g) softmax_inplace(scores + g * padded + start, len - start);
+  // acc[g] = sum_t p[g, t] * v_t over t in [start, len)
   std::fill(acc, acc + group * D, 0.f);
-  for (int64_t b = 0; b < num_blocks; ++b) {
+  for (int64_t b = start / BS; b < num_blocks; ++b) {
     const T* vb = v_pool + (blocks[b] * num_kv_heads + kv_head) * BS * D;  // [BS, D]
     const int64_t n = std::min(BS, len - b * BS);
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t t = std::max<int64_t>(0, start - b * BS); t < n; ++t) {
       const T* row = vb + t * D;
       for (int64_t g = 0; g < group; ++g) {
         const float p = scores[g * padded + b * BS + t];
@@ -149,15 +150,15 @@ void attend_one(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64_t
 // head, all known at compile time so that the score lanes and the output accumulators stay in
 // registers. Same arithmetic as attend_one.
 template <typename TQ, typename T, int64_t BS, int64_t D, int64_t G>
-void attend_fixed(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t len,
-                  int64_t kv_head, int64_t num_kv_heads, float scale, TQ* out_tok, std::vector<float>& buf) {
+void attend_fixed(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64_t* blocks, int64_t start,
+                  int64_t len, int64_t kv_head, int64_t num_kv_heads, float scale, TQ* out_tok, std::vector<float>& buf) {
   const int64_t num_blocks = (len + BS - 1) / BS, padded = num_blocks * BS;
   buf.resize(G * padded);
   float* scores = buf.data();  // [G, padded]
   float q[G][D];
   for (int64_t g = 0; g < G; ++g)
     for (int64_t i = 0; i < D; ++i) q[g][i] = static_cast<float>(q_tok[(kv_head * G + g) * D + i]) * scale;
-  for (int64_t b = 0; b < num_blocks; ++b) {
+  for (int64_t b = start / BS; b < num_blocks; ++b) {
     const T* kt = k_pool + (blocks[b] * num_kv_heads + kv_head) * D * BS;  // [D, BS]
     float s[G][BS] = {};
     for (int64_t d = 0; d < D; ++d) {
@@ -169,12 +170,12 @@ void attend_fixed(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64
     }
     for (int64_t g = 0; g < G; ++g) std::memcpy(scores + g * padded + b * BS, s[g], sizeof(s[g]));
   }
-  for (int64_t g = 0; g < G; ++g) softmax_inplace(scores + g * padded, len);
+  for (int64_t g = 0; g < G; ++g) softmax_inplace(scores + g * padded + start, len - start);
   float acc[G][D] = {};
-  for (int64_t b = 0; b < num_blocks; ++b) {
+  for (int64_t b = start / BS; b < num_blocks; ++b) {
     const T* vb = v_pool + (blocks[b] * num_kv_heads + kv_head) * BS * D;  // [BS, D]
     const int64_t n = std::min(BS, len - b * BS);
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t t = std::max<int64_t>(0, start - b * BS); t < n; ++t) {
       float row[D];
       widen(vb + t * D, row, D);
       for (int64_t g = 0; g < G; ++g) {
@@ -188,14 +189,14 @@ void attend_fixed(const TQ* q_tok, const T* k_pool, const T* v_pool, const int64
     for (int64_t i = 0; i < D; ++i) out_tok[(kv_head * G + g) * D + i] = static_cast<TQ>(acc[g][i]);
 }
 
-using FixedFn = void (*)(const void*, const void*, const void*, const int64_t*, int64_t, int64_t, int64_t, float,
-                         void*, std::vector<float>&);
+using FixedFn = void (*)(const void*, const void*, const void*, const int64_t*, int64_t, int64_t, int64_t, int64_t,
+                         float, void*, std::vector<float>&);
 
 template <typename TQ, typename T, int64_t D, int64_t G>
-void attend_fixed_erased(const void* q, const void* k, const void* v, const int64_t* blocks, int64_t len,
-                         int64_t head, int64_t kv_heads, float scale, void* out, std::vector<float>& buf) {
+void attend_fixed_erased(const void* q, const void* k, const void* v, const int64_t* blocks, int64_t start,
+                         int64_t len, int64_t head, int64_t kv_heads, float scale, void* out, std::vector<float>& buf) {
   attend_fixed<TQ, T, 16, D, G>(static_cast<const TQ*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
-                                blocks, len, head, kv_heads, scale, static_cast<TQ*>(out), buf);
+                                blocks, start, len, head, kv_heads, scale, static_cast<TQ*>(out), buf);
 }
 
 template <typename TQ, typename T, int64_t D>
@@ -223,7 +224,8 @@ FixedFn fixed_kernel(int64_t block_size, int64_t head_dim, int64_t group) {
 
 template <typename TQ, typename T>
 void attend_all(const at::Tensor& out, const at::Tensor& q, const at::Tensor& k_pool, const at::Tensor& v_pool,
-                const at::Tensor& block_table, const at::Tensor& token_row, const at::Tensor& kv_len, double scale) {
+                const at::Tensor& block_table, const at::Tensor& token_row, const at::Tensor& kv_len, double scale,
+                int64_t window) {
   const int64_t num_tokens = q.size(0), num_heads = q.size(1), head_dim = q.size(2);
   const int64_t num_kv_heads = k_pool.size(1), block_size = k_pool.size(3);
   const int64_t group = num_heads / num_kv_heads, max_blocks = block_table.size(1);
@@ -239,13 +241,14 @@ void attend_all(const at::Tensor& out, const at::Tensor& q, const at::Tensor& k_
   at::parallel_for(0, num_tokens * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buf;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t tok = item / num_kv_heads, head = item % num_kv_heads;
+      const int64_t tok = item / num_kv_heads, head = item % num_kv_heads, len = lens[tok];
+      const int64_t start = window > 0 && len > window ? len - window : 0;
       if (fixed != nullptr) {
-        fixed(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, lens[tok], head, num_kv_heads,
+        fixed(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, start, len, head, num_kv_heads,
               static_cast<float>(scale), op + tok * num_heads * head_dim, buf);
         continue;
       }
-      attend_one<TQ, T>(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, lens[tok], head, group,
+      attend_one<TQ, T>(qp + tok * q_stride, kp, vp, tables + rows[tok] * max_blocks, start, len, head, group,
                         num_kv_heads, head_dim, block_size, static_cast<float>(scale), op + tok * num_heads * head_dim,
                         buf);
     }
@@ -257,7 +260,7 @@ void attend_all(const at::Tensor& out, const at::Tensor& q, const at::Tensor& k_
 namespace firebox {
 
 void paged_attention(at::Tensor out, at::Tensor q, at::Tensor k_pool, at::Tensor v_pool, at::Tensor block_table,
-                     at::Tensor token_row, at::Tensor kv_len, double scale) {
+                     at::Tensor token_row, at::Tensor kv_len, double scale, int64_t window) {
   TORCH_CHECK(q.dim() == 3 && k_pool.dim() == 4 && v_pool.dim() == 4, "q: 3-D, pools: 4-D");
   TORCH_CHECK(q.stride(2) == 1 && q.stride(1) == q.size(2), "q rows must be contiguous per token");
   TORCH_CHECK(k_pool.is_contiguous() && v_pool.is_contiguous() && out.is_contiguous(), "pools/out contiguous");
@@ -271,12 +274,12 @@ void paged_attention(at::Tensor out, at::Tensor q, at::Tensor k_pool, at::Tensor
   const auto pool = k_pool.scalar_type();
   if (pool == q.scalar_type()) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention", [&] {
-      attend_all<scalar_t, scalar_t>(out, q, k_pool, v_pool, block_table, token_row, kv_len, scale);
+      attend_all<scalar_t, scalar_t>(out, q, k_pool, v_pool, block_table, token_row, kv_len, scale, window);
     });
   } else if (q.scalar_type() == at::kFloat && pool == at::kHalf) {
-    attend_all<float, c10::Half>(out, q, k_pool, v_pool, block_table, token_row, kv_len, scale);
+    attend_all<float, c10::Half>(out, q, k_pool, v_pool, block_table, token_row, kv_len, scale, window);
   } else if (q.scalar_type() == at::kFloat && pool == at::kBFloat16) {
-    attend_all<float, c10::BFloat16>(out, q, k_pool, v_pool, block_table, token_row, kv_len, scale);
+    attend_all<float, c10::BFloat16>(out, q, k_pool, v_pool, block_table, token_row, kv_len, scale, window);
   } else {
     TORCH_CHECK(false, "paged_attention: a ", pool, " cache needs ", pool, " or fp32 queries, got ", q.scalar_type());
   }
@@ -329,7 +332,7 @@ void write_kv(at::Tensor k, at::Tensor v, at::Tensor k_pool, at::Tensor v_pool, 
 TORCH_LIBRARY(firebox, m) {
   m.def(
       "paged_attention(Tensor(a!) out, Tensor q, Tensor k_pool, Tensor v_pool, Tensor block_table, "
-      "Tensor token_row, Tensor kv_len, float scale) -> ()");
+      "Tensor token_row, Tensor kv_len, float scale, int window=0) -> ()");
   m.def("write_kv(Tensor k, Tensor v, Tensor(a!) k_pool, Tensor(b!) v_pool, Tensor slots) -> ()");
 }
 

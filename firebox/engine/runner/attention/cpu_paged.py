@@ -5,6 +5,8 @@ from the block pool: no gather copy. Keys are stored transposed within each bloc
 (`[num_blocks, kv_heads, head_dim, block_size]`) so that a block's scores are computed across SIMD
 lanes; values stay `[num_blocks, kv_heads, block_size, head_dim]`. A fresh prompt (no cached
 context) runs torch's fused causal SDPA over its own k/v, which is faster for long runs of queries.
+A sliding window reaches the kernel as a bound on each query's first position, and the fresh
+prompts as a banded mask.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from firebox.engine.runner.attention.torch_ref import _padded
+from firebox.engine.runner.attention.torch_ref import _padded, sliding_window_mask
 from firebox.models.attention import AttentionBatch
 
 
@@ -81,6 +83,7 @@ class CpuPagedAttentionBackend:
         kv_cache: torch.Tensor,  # [2, num_blocks, num_kv_heads * head_dim * block_size]
         meta: CpuPagedMetadata,
         scale: float,
+        sliding_window: int | None = None,
     ) -> torch.Tensor:  # [num_tokens, num_heads * head_dim]
         num_tokens, num_heads, head_dim = q.shape
         num_kv_heads, num_blocks = k.shape[1], kv_cache.shape[1]
@@ -89,21 +92,23 @@ class CpuPagedAttentionBackend:
         torch.ops.firebox.write_kv(k, v, k_pool, v_pool, meta.slot_mapping)  # widths convert in the kernel
         out = q.new_empty(num_tokens, num_heads, head_dim)
         if meta.num_paged:
-            self._paged(q, k_pool, v_pool, out, meta, scale)
+            self._paged(q, k_pool, v_pool, out, meta, scale, sliding_window or 0)
         for span in meta.fresh:
             s, e = span.token_start, span.token_end
+            mask = sliding_window_mask(0, e - s, sliding_window, q.device)  # None: plain causal
             out[s:e] = F.scaled_dot_product_attention(
                 q[s:e].transpose(0, 1).unsqueeze(0),
                 k[s:e].transpose(0, 1).unsqueeze(0),
                 v[s:e].transpose(0, 1).unsqueeze(0),
-                is_causal=True,
+                attn_mask=mask,
+                is_causal=mask is None,
                 scale=scale,
                 enable_gqa=True,
             )[0].transpose(0, 1)
         return out.view(num_tokens, num_heads * head_dim)
 
     @staticmethod
-    def _paged(q, k_pool, v_pool, out, meta: CpuPagedMetadata, scale: float) -> None:
+    def _paged(q, k_pool, v_pool, out, meta: CpuPagedMetadata, scale: float, window: int) -> None:
         # fp32 queries read an fp32, fp16 or bf16 pool as it is; other pairs meet in the pool's dtype
         same_width = q.dtype == k_pool.dtype or q.dtype == torch.float32
         if meta.paged_tokens is None:  # the paged tokens lead the batch (decodes first): no copies
@@ -114,7 +119,7 @@ class CpuPagedAttentionBackend:
             q_in = q_in if same_width else q_in.to(k_pool.dtype)
             out_part = torch.empty(q_in.shape, dtype=q_in.dtype)
         torch.ops.firebox.paged_attention(
-            out_part, q_in, k_pool, v_pool, meta.block_table, meta.token_row, meta.kv_len, scale
+            out_part, q_in, k_pool, v_pool, meta.block_table, meta.token_row, meta.kv_len, scale, window
         )
         if meta.paged_tokens is not None:
             out.index_copy_(0, meta.paged_tokens, out_part.to(out.dtype))
