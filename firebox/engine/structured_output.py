@@ -26,17 +26,10 @@ import numpy as np
 from llguidance.gbnf_to_lark import any_to_lark
 from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask_par
 
-from firebox.engine.types import EngineError, GrammarSyntax, StructuredOutputSpec, TokenBitmask
+from firebox.engine.types import COMPACT_JSON_OPTIONS, EngineError, GrammarSyntax, StructuredOutputSpec, TokenBitmask
 from firebox.loader.tokenizer import Tokenizer
 
 MAX_CACHED_GRAMMARS = 256
-# Compact, deterministic JSON: ", " and ": " between items, no free whitespace. A small model
-# given free whitespace may emit newlines until max_tokens instead of closing the document.
-JSON_OPTIONS: dict[str, object] = {  # llguidance's JsonCompileOptions
-    "whitespace_flexible": False,
-    "item_separator": ", ",
-    "key_separator": ": ",
-}
 
 
 class GrammarError(EngineError):
@@ -48,7 +41,7 @@ def to_llguidance(spec: StructuredOutputSpec) -> str:
     try:
         match spec.syntax:
             case GrammarSyntax.JSON_SCHEMA:
-                return llguidance.LLMatcher.grammar_from_json_schema(spec.source, defaults=JSON_OPTIONS)
+                return llguidance.LLMatcher.grammar_from_json_schema(spec.source, defaults=COMPACT_JSON_OPTIONS)
             case GrammarSyntax.LARK:
                 return llguidance.LLMatcher.grammar_from_lark(spec.source)
             case GrammarSyntax.GBNF:

@@ -100,6 +100,12 @@ class GrammarSyntax(enum.StrEnum):
     REGEX = "regex"
 
 
+# How constrained JSON is written (llguidance's JsonCompileOptions, also put under "x-guidance" in
+# schemas embedded in Lark grammars): ", " and ": " between items and no free whitespace. A small
+# model given free whitespace may emit newlines until max_tokens instead of closing the document.
+COMPACT_JSON_OPTIONS: dict[str, object] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
 @dataclass(frozen=True, slots=True)
 class StructuredOutputSpec:
     """What a constrained request's output must match, enforced token by token in the engine.

@@ -43,19 +43,50 @@ class ChatMessage(RequestModel):
         return "system" if value == "developer" else value
 
 
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class FunctionDefinition(RequestModel):
+    """A function the model may call; `parameters` is a JSON schema (any object when absent).
+    `strict` is accepted either way: the arguments are always enforced by constrained decoding."""
+
+    name: ToolName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(RequestModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(RequestModel):
+    name: ToolName
+
+
+class NamedToolChoice(RequestModel):
+    """`{"type": "function", "function": {"name": ...}}`, or Fireworks' `{"type": "function", "name": ...}`."""
+
+    type: Literal["function"]
+    function: FunctionName | None = None
+    name: ToolName | None = None
+
+
+ToolChoiceMode = Literal["none", "auto", "required", "any"]
+
+
 class ChatCompletionRequest(GenerationParams):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     prompt_truncate_len: Annotated[int, Field(ge=1)] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    functions: list[dict[str, Any]] | None = None
-    function_call: str | dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoiceMode | NamedToolChoice | None = None
+    functions: list[FunctionDefinition] | None = None  # deprecated form of tools
+    function_call: Literal["none", "auto"] | FunctionName | None = None  # deprecated form of tool_choice
     parallel_tool_calls: bool | None = None
     safe_tokenization: bool | None = None
 
-    _check_unsupported_chat = field_validator(
-        "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "safe_tokenization"
-    )(reject_unsupported)
+    _check_unsupported_chat = field_validator("safe_tokenization")(reject_unsupported)
 
 
 class ResponseMessage(ResponseModel):

@@ -8,9 +8,9 @@ from typing import Any
 from firebox.engine.types import EngineClient
 from firebox.protocol.completions import CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse
 from firebox.serving.output import ChoiceRenderer, Delta
-from firebox.serving.prompt import PreparedPrompt, text_prompt, token_prompt, truncation_budget
+from firebox.serving.prompt import text_prompt, token_prompt, truncation_budget
 from firebox.serving.run import GenerationRun
-from firebox.serving.service import GenerationService
+from firebox.serving.service import GenerationService, PreparedRequest
 
 
 def split_prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
@@ -26,13 +26,15 @@ class CompletionService(GenerationService[CompletionRequest]):
     endpoint = "completions"
     prompt_param = "prompt"
 
-    def prepare_prompts(self, req: CompletionRequest, engine: EngineClient) -> list[PreparedPrompt]:
+    def prepare(self, req: CompletionRequest, engine: EngineClient) -> PreparedRequest:
         budget = truncation_budget(req.context_length_exceeded_behavior, engine.model_info.max_model_len)
         tok = engine.tokenizer
-        return [
-            text_prompt(tok, p, budget) if isinstance(p, str) else token_prompt(tok, p, budget)
-            for p in split_prompts(req.prompt)
-        ]
+        return PreparedRequest(
+            [
+                text_prompt(tok, p, budget) if isinstance(p, str) else token_prompt(tok, p, budget)
+                for p in split_prompts(req.prompt)
+            ]
+        )
 
     def response(
         self, req: CompletionRequest, run: GenerationRun, renderers: Sequence[ChoiceRenderer]

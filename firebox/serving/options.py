@@ -45,8 +45,21 @@ class GenerationOptions:
         return 0
 
 
-def resolve_options(req: GenerationParams, info: ModelInfo, ctx: RequestContext) -> GenerationOptions:
+def resolve_options(
+    req: GenerationParams, info: ModelInfo, ctx: RequestContext, tool_grammar: StructuredOutputSpec | None = None
+) -> GenerationOptions:
+    """`tool_grammar`: the grammar of the calls the request's tools allow, which takes the place of
+    `response_format` (the two together are refused: a call's JSON is not the answer's format)."""
     mode = logprob_mode(req)
+    structured_output = structured_output_spec(req.response_format)
+    if tool_grammar is not None:
+        if structured_output is not None:
+            raise InvalidRequestError(
+                "response_format cannot be combined with tools that may be called; "
+                'pass tool_choice "none" or leave response_format out',
+                param="response_format",
+            )
+        structured_output = tool_grammar
     is_echo = bool(req.echo) or bool(req.echo_last)
     return GenerationOptions(
         sampling=_base_sampling(req, info, mode, is_echo),
@@ -56,7 +69,7 @@ def resolve_options(req: GenerationParams, info: ModelInfo, ctx: RequestContext)
         n=req.n,
         echo_all=bool(req.echo),
         echo_last=req.echo_last,
-        structured_output=structured_output_spec(req.response_format),
+        structured_output=structured_output,
         priority=PRIORITY_TIER if req.service_tier == "priority" else 0,
         cache_salt=req.prompt_cache_isolation_key or ctx.cache_isolation_key,
         affinity_key=req.prompt_cache_key or ctx.session_affinity or req.user,

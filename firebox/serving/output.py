@@ -16,16 +16,30 @@ from firebox.protocol.common import LogProbs, NewLogProbs, RawOutput
 from firebox.protocol.params import GenerationParams
 from firebox.serving.choice import ChoiceState
 from firebox.serving.logprobs import LogprobFormatter, Position, output_positions, prompt_positions
+from firebox.serving.output_parsing import OutputParser, ParsedDelta
+from firebox.serving.tools.calling import ToolCall
 from firebox.serving.run import GenerationRun
 from firebox.serving.sampling import LogprobMode
 
 
 class ChoiceRenderer:
-    def __init__(self, tokenizer: Tokenizer, mode: LogprobMode, choice: ChoiceState) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, mode: LogprobMode, choice: ChoiceState, parser: OutputParser | None = None
+    ) -> None:
         self._tokenizer = tokenizer
         self._mode = mode
         self.choice = choice
         self._formatter = LogprobFormatter(tokenizer, mode.num_top)
+        self._parser = parser  # splits tool calls (and reasoning) out of the text; None: all content
+        self._parsed_whole: ParsedDelta | None = None
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The choice's, except that an output that ended in tool calls says so."""
+        reason = self.choice.finish_reason
+        if reason == "stop" and self._parser is not None and self._parser.calls:
+            return "tool_calls"
+        return reason
 
     def _format(self, positions: Sequence[Position]) -> NewLogProbs | LogProbs | None:
         if self._mode.form == "new":
@@ -44,6 +58,20 @@ class ChoiceRenderer:
     def text(self) -> str:
         return self.choice.echo_text + self.choice.text
 
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return self._parser.calls if self._parser is not None else []
+
+    def parsed(self) -> ParsedDelta:
+        """The whole output split into content, tool calls and reasoning (once; cached)."""
+        if self._parsed_whole is None:
+            if self._parser is None:
+                self._parsed_whole = ParsedDelta(content=self.text)
+            else:
+                whole = ParsedDelta(content=self.choice.echo_text)
+                self._parsed_whole = whole.add(self._parser.feed(self.choice.text)).add(self._parser.finish())
+        return self._parsed_whole
+
     def logprobs(self) -> NewLogProbs | LogProbs | None:
         if not self._mode.enabled:
             return None
@@ -53,7 +81,7 @@ class ChoiceRenderer:
         """What a response choice holds besides its text, for both endpoints."""
         return {
             "index": self.choice.index,
-            "finish_reason": self.choice.finish_reason,
+            "finish_reason": self.finish_reason,
             "logprobs": self.logprobs(),
             "raw_output": self.raw_output() if req.raw_output else None,
             "token_ids": self.choice.token_ids if req.return_token_ids else None,
@@ -82,6 +110,13 @@ class ChoiceRenderer:
             return None
         return self._format(self._echo_positions())
 
+    def parse_delta(self, output: RequestOutput) -> ParsedDelta:
+        """One engine delta split as `parsed()` splits the whole output."""
+        if self._parser is None:
+            return ParsedDelta(content=output.text_delta)
+        parsed = self._parser.feed(output.text_delta)
+        return parsed.add(self._parser.finish()) if output.finished else parsed
+
     def delta_logprobs(self, output: RequestOutput) -> NewLogProbs | LogProbs | None:
         if not self._mode.enabled:
             return None
@@ -101,7 +136,7 @@ class Delta:
         finished = self.output.finished
         return {
             "index": self.renderer.choice.index,
-            "finish_reason": self.renderer.choice.finish_reason if finished else None,
+            "finish_reason": self.renderer.finish_reason if finished else None,
             "logprobs": self.renderer.delta_logprobs(self.output),
             "raw_output": self.renderer.raw_output() if req.raw_output and finished else None,
             "token_ids": list(self.output.new_token_ids) if req.return_token_ids else None,

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from firebox.engine.types import EngineRequest, SamplingParams
+from firebox.engine.types import EngineRequest, SamplingParams, StructuredOutputSpec
 from firebox.loader.tokenizer import Tokenizer
 from firebox.protocol.params import GenerationParams
 from firebox.serving.choice import ChoiceState
@@ -40,12 +40,17 @@ def _echo_text(tokenizer: Tokenizer, prompt: PreparedPrompt, count: int) -> str:
 
 
 def plan_generation(
-    req: GenerationParams, handle: ModelHandle, ctx: RequestContext, prompts: Sequence[PreparedPrompt], param: str
+    req: GenerationParams,
+    handle: ModelHandle,
+    ctx: RequestContext,
+    prompts: Sequence[PreparedPrompt],
+    param: str,
+    tool_grammar: StructuredOutputSpec | None = None,
 ) -> Plan:
     if len(prompts) * req.n > MAX_CHOICES:
         raise InvalidRequestError(f"at most {MAX_CHOICES} choices (prompts x n) per request", param="n")
     info, tokenizer = handle.engine.model_info, handle.engine.tokenizer
-    options = resolve_options(req, info, ctx)
+    options = resolve_options(req, info, ctx, tool_grammar)
     requests, choices = [], []
     for prompt_index, prompt in enumerate(prompts):
         num_prompt_tokens = len(prompt.token_ids)

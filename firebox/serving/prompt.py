@@ -52,7 +52,12 @@ def special_tokens_of(tokenizer: Tokenizer) -> dict[str, str]:
     return {name: value for name in names if (value := getattr(tokenizer.special, name)) is not None}
 
 
-def render_chat(tokenizer: Tokenizer, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+def render_chat(
+    tokenizer: Tokenizer,
+    messages: list[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
     if tokenizer.chat_template is None:
         raise InvalidRequestError("this model has no chat template; use the completions API", param="messages")
     try:
@@ -61,6 +66,7 @@ def render_chat(tokenizer: Tokenizer, messages: list[dict[str, Any]], add_genera
             messages,
             add_generation_prompt=add_generation_prompt,
             special_tokens=special_tokens_of(tokenizer),
+            tools=tools,
         )
     except ChatTemplateError as exc:
         raise InvalidRequestError(str(exc), param="messages") from exc
@@ -78,10 +84,14 @@ def _without_oldest_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def chat_prompt(
-    tokenizer: Tokenizer, messages: list[dict[str, Any]], budget: int | None, add_generation_prompt: bool = True
+    tokenizer: Tokenizer,
+    messages: list[dict[str, Any]],
+    budget: int | None,
+    add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
 ) -> PreparedPrompt:
     """The rendered prompt; over `budget` tokens, oldest turns go first, then the oldest tokens."""
-    text = render_chat(tokenizer, messages, add_generation_prompt)
+    text = render_chat(tokenizer, messages, add_generation_prompt, tools)
     ids = tokenizer.encode(text)
     while budget is not None and len(ids) > budget:
         shorter = _without_oldest_turn(messages)
@@ -90,7 +100,7 @@ def chat_prompt(
             text = tokenizer.decode(ids, skip_special_tokens=False)
             break
         messages = shorter
-        text = render_chat(tokenizer, messages, add_generation_prompt)
+        text = render_chat(tokenizer, messages, add_generation_prompt, tools)
         ids = tokenizer.encode(text)
     return PreparedPrompt(ids, text, [text])
 

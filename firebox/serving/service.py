@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from firebox.engine.types import EngineClient
+from firebox.engine.types import EngineClient, StructuredOutputSpec
 from firebox.protocol.common import ResponseModel
 from firebox.protocol.params import GenerationParams
 from firebox.serving.errors import InvalidRequestError, ServingError, error_response
 from firebox.serving.output import ChoiceRenderer, Delta, deltas
+from firebox.serving.output_parsing import OutputParser
 from firebox.serving.plan import plan_generation, start_run
 from firebox.serving.prompt import PreparedPrompt
 from firebox.serving.records import RequestContext, RequestRecorder, refusal_record
@@ -27,6 +28,15 @@ from firebox.serving.run import GenerationRun, ServeMeta, run_to_end, start_stre
 logger = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT", bound=GenerationParams)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """What an endpoint makes of a request before planning."""
+
+    prompts: list[PreparedPrompt]
+    structured_output: StructuredOutputSpec | None = None  # the tool-call grammar, when tools may be called
+    new_parser: Callable[[], OutputParser] | None = None  # one per choice: splits calls out of the text
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +61,7 @@ class GenerationService(ABC, Generic[RequestT]):
         self._recorder = recorder
 
     @abstractmethod
-    def prepare_prompts(self, req: RequestT, engine: EngineClient) -> list[PreparedPrompt]: ...
+    def prepare(self, req: RequestT, engine: EngineClient) -> PreparedRequest: ...
 
     @abstractmethod
     def response(self, req: RequestT, run: GenerationRun, renderers: Sequence[ChoiceRenderer]) -> ResponseModel: ...
@@ -85,14 +95,15 @@ class GenerationService(ABC, Generic[RequestT]):
     async def create(self, req: RequestT, handle: ModelHandle, ctx: RequestContext) -> Completed | Streaming:
         try:
             _check_stream_options(req)
-            prompts = self.prepare_prompts(req, handle.engine)
-            plan = plan_generation(req, handle, ctx, prompts, self.prompt_param)
+            prepared = self.prepare(req, handle.engine)
+            plan = plan_generation(req, handle, ctx, prepared.prompts, self.prompt_param, prepared.structured_output)
         except ServingError as exc:  # refused before the engine: still one record
             record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
             self._recorder.emit(record)
             raise
         run = start_run(handle, ctx, plan, self._recorder)
-        renderers = [ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, c) for c in plan.choices]
+        new_parser = prepared.new_parser or (lambda: None)
+        renderers = [ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, c, new_parser()) for c in plan.choices]
         if req.stream:
             await start_stream(run)
             return Streaming(_closing(run, self.stream_chunks(req, run, renderers)), run.meta())

@@ -36,11 +36,6 @@ def test_unknown_field_is_a_400_naming_it(server) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("tools", [{"type": "function", "function": {"name": "f"}}]),
-        ("tool_choice", "required"),
-        ("functions", [{"name": "f"}]),
-        ("function_call", {"name": "f"}),
-        ("parallel_tool_calls", True),
         ("reasoning_effort", "high"),
         ("reasoning_history", "preserved"),
         ("thinking", {"type": "enabled", "budget_tokens": 2048}),

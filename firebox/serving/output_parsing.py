@@ -1,0 +1,140 @@
+"""The output-parsing stage: between the engine's text deltas and the API's choice deltas.
+
+A parser splits what the model writes into content, tool calls (and, where a model thinks out
+loud, reasoning), delta by delta: text that may be the start of a tag is held back until it is
+known not to be one, so call markup never reaches `content`. The same parser reads a whole output
+for a non-streamed answer, so both agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from firebox.serving.tools.calling import ToolCall, new_call_id
+from firebox.serving.tools.formats import ToolFormat
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    index: int  # the call's position among the choice's calls
+    id: str
+    name: str
+    arguments: str  # the whole arguments JSON: a call is sent once it is complete
+
+    def as_openai(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(slots=True)
+class ParsedDelta:
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+
+    def add(self, other: ParsedDelta) -> ParsedDelta:
+        self.content += other.content
+        self.reasoning += other.reasoning
+        self.tool_calls.extend(other.tool_calls)
+        return self
+
+
+class OutputParser(Protocol):
+    """One choice's parser, fed its text in order."""
+
+    calls: list[ToolCall]  # the complete calls so far
+
+    def feed(self, text: str) -> ParsedDelta:
+        """What `text` (appended to what came before) adds; held-back text comes later."""
+        ...
+
+    def finish(self) -> ParsedDelta:
+        """Whatever was held back, once the output has ended."""
+        ...
+
+
+def held_back_length(text: str, tag: str) -> int:
+    """The length of the longest end of `text` that is the start of `tag`: it may still become it."""
+    for length in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-length:]):
+            return length
+    return 0
+
+
+class ToolCallParser:
+    """Content and tool calls of one choice, in a model family's `ToolFormat`."""
+
+    def __init__(self, fmt: ToolFormat) -> None:
+        self._fmt = fmt
+        self._buffer = ""
+        self._in_call = False
+        self._blank_after_call = ""  # whitespace after a call: content only if text follows it
+        self.calls: list[ToolCall] = []
+
+    def feed(self, text: str) -> ParsedDelta:
+        self._buffer += text
+        out = ParsedDelta()
+        while self._step(out):
+            pass
+        return out
+
+    def finish(self) -> ParsedDelta:
+        out = ParsedDelta()
+        if self._in_call and self._fmt.close_tag is None:
+            self._take_block(self._buffer, out)
+        elif not self._in_call:
+            self._emit_text(self._buffer, out, final=True)
+        # else: a call cut off by max_tokens; finish_reason "length" says so, raw_output keeps it
+        self._buffer = ""
+        return out
+
+    def _step(self, out: ParsedDelta) -> bool:
+        """Consume what can be decided now; True if more may follow in the buffer."""
+        fmt = self._fmt
+        if not self._in_call:
+            start = self._buffer.find(fmt.open_tag)
+            if start < 0:
+                keep = held_back_length(self._buffer, fmt.open_tag)
+                self._emit_text(self._buffer[: len(self._buffer) - keep], out)
+                self._buffer = self._buffer[len(self._buffer) - keep :]
+                return False
+            self._emit_text(self._buffer[:start], out)
+            self._buffer = self._buffer[start + len(fmt.open_tag) :]
+            self._in_call = True
+            return True
+        if fmt.close_tag is None or (end := self._buffer.find(fmt.close_tag)) < 0:
+            return False
+        self._take_block(self._buffer[:end], out)
+        self._buffer = self._buffer[end + len(fmt.close_tag) :]
+        self._in_call = False
+        return True
+
+    def _emit_text(self, text: str, out: ParsedDelta, final: bool = False) -> None:
+        if not self.calls:
+            out.content += text
+            return
+        pending = self._blank_after_call + text
+        if pending.strip():
+            out.content += pending
+            self._blank_after_call = ""
+        elif not final:
+            self._blank_after_call = pending
+
+    def _take_block(self, body: str, out: ParsedDelta) -> None:
+        try:
+            parsed = self._fmt.parse_block(body.strip())
+        except (ValueError, TypeError):  # not a call after all: it is text
+            self._emit_text(self._fmt.open_tag + body + (self._fmt.close_tag or ""), out)
+            return
+        for call in parsed:
+            arguments = call["arguments"]
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            tool_call = ToolCall(new_call_id(), call["name"], text)
+            out.tool_calls.append(ToolCallDelta(len(self.calls), tool_call.id, tool_call.name, tool_call.arguments))
+            self.calls.append(tool_call)
