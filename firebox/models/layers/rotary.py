@@ -89,9 +89,11 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: Mapping[str, Any] | None
     rope_type = scaling.get("rope_type") or scaling.get("type") or "default"
     if rope_type not in ROPE_SCALING_TYPES:
         supported = ", ".join(ROPE_SCALING_TYPES)
-        raise ValueError(f"unsupported rope scaling type {rope_type!r}; supported: {supported}")
+        raise ValueError(
+            f"config field rope_scaling: unsupported rope scaling type {rope_type!r}; supported: {supported}"
+        )
     if scaling.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError("partial rotary embeddings (partial_rotary_factor < 1) are not supported")
+        raise ValueError("config field partial_rotary_factor: partial rotary embeddings (< 1) are not supported")
     return ROPE_SCALING_TYPES[rope_type](head_dim, theta, scaling, max_pos)
 
 
