@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from firebox.protocol.common import ResponseModel
-from firebox.protocol.responses import OutputMessage, OutputText, ResponseObject
+from firebox.protocol.responses import OutputItem, OutputText, ResponseObject
 
 
 class ResponseEvent(ResponseModel):
@@ -31,8 +31,8 @@ class OutputItemEvent(ResponseEvent):
     """response.output_item.added / done."""
 
     type: Literal["response.output_item.added", "response.output_item.done"]
-    output_index: int = 0
-    item: OutputMessage
+    output_index: int
+    item: OutputItem
 
 
 class ContentPartEvent(ResponseEvent):
@@ -40,7 +40,7 @@ class ContentPartEvent(ResponseEvent):
 
     type: Literal["response.content_part.added", "response.content_part.done"]
     item_id: str
-    output_index: int = 0
+    output_index: int
     content_index: int = 0
     part: OutputText
 
@@ -58,7 +58,7 @@ class DeltaLogprob(ResponseModel):
 
 class _TextEvent(ResponseEvent):
     item_id: str
-    output_index: int = 0
+    output_index: int
     content_index: int = 0
     logprobs: list[DeltaLogprob] = Field(default_factory=list)
 
@@ -71,3 +71,20 @@ class TextDeltaEvent(_TextEvent):
 class TextDoneEvent(_TextEvent):
     type: Literal["response.output_text.done"] = "response.output_text.done"
     text: str
+
+
+class _ArgumentsEvent(ResponseEvent):
+    item_id: str
+    output_index: int
+
+
+class ArgumentsDeltaEvent(_ArgumentsEvent):
+    """A call's arguments arrive whole, in one delta: a call is sent once it has parsed."""
+
+    type: Literal["response.function_call_arguments.delta"] = "response.function_call_arguments.delta"
+    delta: str
+
+
+class ArgumentsDoneEvent(_ArgumentsEvent):
+    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
+    arguments: str

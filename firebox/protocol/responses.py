@@ -1,10 +1,11 @@
 """Responses API: `POST /v1/responses` request, the response object and the list shapes.
 
 Shapes follow the `openai` SDK's `types/responses/` (`Response`, `ResponseUsage`,
-`ResponseOutputMessage`, `ResponseItemList`). Every top-level field the SDK's
-`client.responses.create` can send is declared, so none is an "unknown field": firebox implements
-it, or accepts only its neutral values and answers anything else with a 400 naming the field
-(`_NEUTRAL`). The sampling fields (and Fireworks' extensions) are the chat request's own.
+`ResponseOutputMessage`, `ResponseFunctionToolCall`, `ResponseItemList`). Every top-level field the
+SDK's `client.responses.create` can send is declared, so none is an "unknown field": firebox
+implements it, or accepts only its neutral values and answers anything else with a 400 naming the
+field (`_NEUTRAL`). The sampling fields (and Fireworks' extensions) are the chat request's own, and
+function tools are chat's function definitions with the `type` beside them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
+from firebox.protocol.chat import FunctionDefinition, NamedToolChoice
 from firebox.protocol.common import RequestModel, ResponseModel, omitted_if_none, reject_unpaired_surrogates
 from firebox.protocol.params import MAX_TOP_LOGPROBS, GenerationParams, JsonSchemaDocument, JsonSchemaFormat, ResponseFormat
 
@@ -50,7 +52,8 @@ class InputContentPart(LenientModel):
 
 class InputItem(LenientModel):
     """A message item (`{role, content}` with an optional `type: "message"`, or an earlier
-    assistant output message); any other item type is refused by serving."""
+    assistant output message), an earlier `function_call`, or a `function_call_output` (the
+    answer to a call); serving refuses any other item type, and fields of another type's item."""
 
     type: str = "message"
     id: str | None = None
@@ -58,6 +61,10 @@ class InputItem(LenientModel):
     content: str | list[InputContentPart] | None = None
     status: str | None = None
     phase: str | None = None
+    call_id: str | None = None  # function_call, function_call_output
+    name: str | None = None  # function_call
+    arguments: str | None = None  # function_call: JSON text
+    output: str | list[InputContentPart] | None = None  # function_call_output
 
 
 class TextFormatSpec(RequestModel):
@@ -92,6 +99,34 @@ class TextFormat(RequestModel):
         return value
 
 
+class FunctionToolParam(FunctionDefinition):
+    """`{"type": "function", "name", "description", "parameters", "strict"}`: a function the model
+    may call (chat's definition, flattened)."""
+
+    type: Literal["function"]
+
+
+def _function_tools_only(value: Any) -> Any:
+    """Server-run tools (web search, file search, MCP, ...) are refused by their type."""
+    for i, tool in enumerate(value if isinstance(value, list) else ()):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            raise ValueError(
+                f"tools[{i}] is of type {kind!r}, which firebox does not support: it runs no server-side tools "
+                "(web search, file search, MCP, code interpreter, ...); only function tools are supported"
+            )
+    return value
+
+
+def _function_choice_only(value: Any) -> Any:
+    if isinstance(value, dict) and value.get("type") != "function":
+        raise ValueError(
+            f"tool_choice of type {value.get('type')!r} is not supported; give 'none', 'auto', 'required' "
+            'or {"type": "function", "name": ...}'
+        )
+    return value
+
+
 class StreamOptions(RequestModel):
     include_obfuscation: bool | None = None
 
@@ -106,8 +141,6 @@ def _is_empty(value: Any) -> bool:
 
 # field -> (test for the values that change nothing, why the rest are refused)
 _NEUTRAL: dict[str, tuple[Any, str]] = {
-    "tools": (_is_empty, "tool calling is not supported"),
-    "tool_choice": (lambda v: v in (None, "none", "auto"), "tool calling is not supported"),
     "reasoning": (lambda v: v is None or _is_neutral_reasoning(v), "reasoning controls are not supported"),
     "background": (lambda v: not v, "background responses are not supported"),
     "conversation": (_is_empty, "conversations are not supported; use previous_response_id"),
@@ -160,12 +193,12 @@ class ResponseCreateRequest(_ChatFields):  # type: ignore[misc,valid-type]
     safety_identifier: Annotated[str, Field(max_length=128)] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     text: TextFormat | None = None
+    tools: list[FunctionToolParam] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    max_tool_calls: Annotated[int, Field(ge=1)] | None = None
+    max_tool_calls: Annotated[int, Field(ge=1)] | None = None  # the most function calls kept in the output
 
     # declared so that they are known; only their neutral values pass (see `_NEUTRAL`)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
     reasoning: dict[str, Any] | None = None
     background: bool | None = None
     conversation: str | dict[str, Any] | None = None
@@ -180,6 +213,8 @@ class ResponseCreateRequest(_ChatFields):  # type: ignore[misc,valid-type]
     stream_options: StreamOptions | None = None
 
     _check_neutral = field_validator(*_NEUTRAL)(_reject_non_neutral)
+    _check_tools = field_validator("tools", mode="before")(_function_tools_only)
+    _check_tool_choice = field_validator("tool_choice", mode="before")(_function_choice_only)
 
     @field_validator("metadata")
     @classmethod
@@ -235,6 +270,20 @@ class OutputMessage(ResponseModel):
     content: list[OutputText]
 
 
+class OutputFunctionCall(ResponseModel):
+    """A call the model made; the client runs it and answers with a `function_call_output` item."""
+
+    id: str  # fc_..., the item's id
+    type: Literal["function_call"] = "function_call"
+    call_id: str  # call_..., what the answer names
+    name: str
+    arguments: str  # JSON text
+    status: Literal["in_progress", "completed", "incomplete"]
+
+
+OutputItem = Annotated[OutputMessage | OutputFunctionCall, Field(discriminator="type")]
+
+
 class InputTokensDetails(ResponseModel):
     cached_tokens: int
     cache_write_tokens: int = 0  # no explicit cache writes: prefix caching is automatic
@@ -279,7 +328,7 @@ class ResponseObject(ResponseModel):
     max_tool_calls: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     model: str
-    output: list[OutputMessage] = Field(default_factory=list)
+    output: list[OutputItem] = Field(default_factory=list)
     parallel_tool_calls: bool = True
     previous_response_id: str | None = None
     prompt_cache_key: str | None = None
@@ -289,7 +338,7 @@ class ResponseObject(ResponseModel):
     store: bool = True
     temperature: float | None = None
     text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}, "verbosity": "medium"})
-    tool_choice: str = "auto"
+    tool_choice: str | dict[str, Any] = "auto"
     tools: list[dict[str, Any]] = Field(default_factory=list)
     top_logprobs: int | None = None
     top_p: float | None = None

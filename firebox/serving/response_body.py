@@ -1,14 +1,19 @@
 """The `response` object of a running generation, at any status.
 
 `ResponseFrame` holds what does not change while the response runs (ids, time, the settings it
-echoes); `ResponseBuilder` adds the run's text, usage and status: `in_progress` while streaming,
-then `completed`, `incomplete` (the output hit max_output_tokens or the context), `cancelled`
-(the client went away) or `failed` (the engine failed).
+echoes); `ResponseBuilder` adds the run's output items, usage and status: `in_progress` while
+streaming, then `completed`, `incomplete` (the output hit max_output_tokens or the context),
+`cancelled` (the client went away) or `failed` (the engine failed).
+
+The output items come in the order the model wrote them: text is a message item (a new one if text
+follows a call), each function call an item of its own. A response that ends with neither has one
+empty message.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +23,8 @@ from firebox.protocol.response_events import DeltaLogprob, DeltaTopLogprob
 from firebox.protocol.responses import (
     IncompleteDetails,
     InputTokensDetails,
+    OutputFunctionCall,
+    OutputItem,
     OutputLogprob,
     OutputMessage,
     OutputText,
@@ -30,7 +37,11 @@ from firebox.protocol.responses import (
 )
 from firebox.serving.errors import error_response
 from firebox.serving.output import ChoiceRenderer
+from firebox.serving.output_parsing import ParsedDelta, ToolCallDelta
+from firebox.serving.response_items import new_item_id
+from firebox.serving.response_tools import echoed_tool_choice, echoed_tools
 from firebox.serving.run import GenerationRun
+from firebox.serving.tools.calling import ToolCall
 
 _ITEM_STATUS = {"in_progress": "in_progress", "completed": "completed"}  # anything else: incomplete
 
@@ -38,7 +49,7 @@ _ITEM_STATUS = {"in_progress": "in_progress", "completed": "completed"}  # anyth
 @dataclass(frozen=True, slots=True)
 class ResponseFrame:
     response_id: str
-    message_id: str
+    message_id: str  # the first message item's
     created_at: int
     settings: dict[str, Any]  # the ResponseObject fields that echo the request
 
@@ -60,7 +71,8 @@ def echoed_settings(req: ResponseCreateRequest, model: str, sampling_options: di
         "temperature": sampling_options["temperature"],
         "top_p": sampling_options["top_p"],
         "text": echoed_text(req),
-        "tool_choice": req.tool_choice or "auto",
+        "tool_choice": echoed_tool_choice(req),
+        "tools": echoed_tools(req),
         "top_logprobs": req.top_logprobs,
         "truncation": req.truncation or "disabled",
         "user": req.user,
@@ -113,29 +125,104 @@ def delta_logprobs(logprobs: list[OutputLogprob]) -> list[DeltaLogprob]:
     ]
 
 
+@dataclass(slots=True)
+class _Message:
+    id: str
+    text: str = ""
+
+
+def call_item_id(call: ToolCall) -> str:
+    """The function_call item's id, derived from its call_id (streamed and stored bodies agree)."""
+    return f"fc_{call.id.removeprefix('call_')}"
+
+
 class ResponseBuilder:
-    def __init__(self, frame: ResponseFrame, run: GenerationRun, renderer: ChoiceRenderer, perf: bool) -> None:
+    def __init__(
+        self, frame: ResponseFrame, run: GenerationRun, renderer: ChoiceRenderer, perf: bool, max_calls: int | None
+    ) -> None:
         self.frame = frame
         self.run = run
         self._renderer = renderer
         self._perf = perf
-
-    @property
-    def text(self) -> str:
-        return self._renderer.text
+        self._max_calls = max_calls
+        self.items: list[_Message | ToolCall] = []
 
     def final_status(self) -> str:
         """completed, or incomplete when the output was cut by its token limit."""
         return "incomplete" if self._renderer.choice.finish_reason == "length" else "completed"
 
-    def text_part(self, with_text: bool = True) -> OutputText:
-        if not with_text:
-            return OutputText(text="")
-        return OutputText(text=self.text, logprobs=output_logprobs(self._renderer.logprobs()))
+    # --- adding output --------------------------------------------------------------------------
 
-    def message(self, status: str, with_content: bool = True) -> OutputMessage:
-        content = [self.text_part()] if with_content else []
-        return OutputMessage(id=self.frame.message_id, status=_ITEM_STATUS.get(status, "incomplete"), content=content)
+    def parse(self, output: RequestOutput) -> ParsedDelta:
+        """One engine delta split into text and calls; the calls past max_tool_calls left out."""
+        parsed = self._renderer.parse_delta(output)
+        parsed.tool_calls = self._kept(parsed.tool_calls)
+        return parsed
+
+    def add_whole(self) -> None:
+        """The whole output, once the run has ended (not streamed)."""
+        parsed = self._renderer.parsed()
+        calls = self._kept(parsed.tool_calls)
+        if parsed.content or not calls:
+            self.add_text(parsed.content)
+        for call in calls:
+            self.add_call(call)
+
+    def add_text(self, text: str) -> tuple[int, bool]:
+        """Text onto the last message item, or a new one; (its output index, whether it is new)."""
+        if self.items and isinstance(self.items[-1], _Message):
+            self.items[-1].text += text
+            return len(self.items) - 1, False
+        is_first = not any(isinstance(item, _Message) for item in self.items)
+        self.items.append(_Message(self.frame.message_id if is_first else new_item_id(), text))
+        return len(self.items) - 1, True
+
+    def add_call(self, call: ToolCallDelta) -> int:
+        self.items.append(ToolCall(call.id, call.name, call.arguments))
+        return len(self.items) - 1
+
+    def _kept(self, calls: Sequence[ToolCallDelta]) -> list[ToolCallDelta]:
+        if self._max_calls is None:
+            return list(calls)
+        made = sum(isinstance(item, ToolCall) for item in self.items)
+        return list(calls[: max(self._max_calls - made, 0)])
+
+    # --- items and body -------------------------------------------------------------------------
+
+    def text_part(self, text: str, with_logprobs: bool = True) -> OutputText:
+        """Logprobs are the whole output's: with them, tools cannot be called, so it is all text."""
+        if not with_logprobs:
+            return OutputText(text=text)
+        return OutputText(text=text, logprobs=output_logprobs(self._renderer.logprobs()))
+
+    def opened_item(self, index: int) -> OutputItem:
+        """The item as `response.output_item.added` announces it: nothing in it yet."""
+        item = self.items[index]
+        if isinstance(item, ToolCall):
+            return OutputFunctionCall(
+                id=call_item_id(item), call_id=item.id, name=item.name, arguments="", status="in_progress"
+            )
+        return OutputMessage(id=item.id, status="in_progress", content=[])
+
+    def output_item(self, index: int, status: str) -> OutputItem:
+        """The item in a body at `status`."""
+        item = self.items[index]
+        return self.call_item(index) if isinstance(item, ToolCall) else self.message_item(index, status)
+
+    def message_item(self, index: int, status: str) -> OutputMessage:
+        """The last item shares the response's status; one that a call follows is complete."""
+        item = self.items[index]
+        assert isinstance(item, _Message)
+        is_last = index == len(self.items) - 1
+        item_status = _ITEM_STATUS.get(status, "incomplete") if is_last else "completed"
+        return OutputMessage(id=item.id, status=item_status, content=[self.text_part(item.text)])
+
+    def call_item(self, index: int) -> OutputFunctionCall:
+        call = self.items[index]
+        assert isinstance(call, ToolCall)
+        return OutputFunctionCall(
+            id=call_item_id(call), call_id=call.id, name=call.name, arguments=call.arguments, status="completed"
+        )
 
     def delta_logprobs(self, output: RequestOutput) -> list[DeltaLogprob]:
         return delta_logprobs(output_logprobs(self._renderer.delta_logprobs(output)))
@@ -150,7 +237,7 @@ class ResponseBuilder:
             completed_at=int(time.time()) if status == "completed" else None,
             error=_error(error) if error is not None else None,
             incomplete_details=IncompleteDetails(reason="max_output_tokens") if status == "incomplete" else None,
-            output=[self.message(status)] if ended else [],
+            output=[self.output_item(i, status) for i in range(len(self.items))] if ended else [],
             usage=response_usage(self.run.usage()) if ended else None,
             perf_metrics=self.run.perf_metrics() if ended and self._perf else None,
             **frame.settings,

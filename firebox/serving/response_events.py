@@ -1,9 +1,12 @@
 """A streamed response as OpenAI's typed events, and its stored copy kept in step.
 
-Order: response.created, response.in_progress, response.output_item.added,
-response.content_part.added, response.output_text.delta (one per engine delta with text),
-response.output_text.done, response.content_part.done, response.output_item.done, then
+Order: response.created, response.in_progress, then each output item in turn, then
 response.completed or response.incomplete; an engine failure ends the stream with response.failed.
+A message item: response.output_item.added and response.content_part.added at its first text,
+response.output_text.delta (one per engine delta with text), then response.output_text.done,
+response.content_part.done and response.output_item.done when a call follows it or the output
+ends. A function call, once it has parsed: response.output_item.added (arguments ""),
+response.function_call_arguments.delta (all of them) and .done, response.output_item.done.
 The stored response is written `in_progress` before the client learns its id, and its end is
 queued before the run is closed, so a client that goes away leaves it `cancelled`, never
 `in_progress` or `completed`.
@@ -17,15 +20,19 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from firebox.engine.types import RequestOutput
 from firebox.protocol.response_events import (
+    ArgumentsDeltaEvent,
+    ArgumentsDoneEvent,
     ContentPartEvent,
+    DeltaLogprob,
     LifecycleEvent,
     OutputItemEvent,
     ResponseEvent,
     TextDeltaEvent,
     TextDoneEvent,
 )
-from firebox.protocol.responses import ResponseObject
+from firebox.protocol.responses import OutputMessage, ResponseObject
 from firebox.serving.response_body import ResponseBuilder, delta_logprobs
 from firebox.serving.response_store_interface import ResponseStore, completed_future
 from firebox.serving.run import GenerationRun
@@ -61,7 +68,8 @@ def response_events(stored: StoredRun) -> AsyncIterator[ResponseEvent]:
 async def _events(stored: StoredRun) -> AsyncIterator[ResponseEvent]:
     seq = itertools.count()
     builder, run = stored.builder, stored.run
-    generation = _generation(stored, seq)
+    items = _ItemEvents(builder, seq)
+    generation = _generation(stored, items, seq)
     try:
         async for event in generation:
             yield event
@@ -83,38 +91,87 @@ async def _events(stored: StoredRun) -> AsyncIterator[ResponseEvent]:
     saved = stored.save(final)
     await run.close(200, aborted=False)
     await saved
-    for event in _closing(builder, final, seq):
+    for event in items.closing(final):
         yield event
+    kind = "response.completed" if final.status == "completed" else "response.incomplete"
+    yield LifecycleEvent(type=kind, sequence_number=next(seq), response=final)
 
 
-async def _generation(stored: StoredRun, seq: Iterator[int]) -> AsyncIterator[ResponseEvent]:
-    """From response.created to the last text delta."""
+async def _generation(stored: StoredRun, items: _ItemEvents, seq: Iterator[int]) -> AsyncIterator[ResponseEvent]:
+    """From response.created to the last delta."""
     builder = stored.builder
     opening = builder.body("in_progress")
     await stored.save(opening)
     yield LifecycleEvent(type="response.created", sequence_number=next(seq), response=opening)
     yield LifecycleEvent(type="response.in_progress", sequence_number=next(seq), response=opening)
-    item = builder.message("in_progress", with_content=False)
-    yield OutputItemEvent(type="response.output_item.added", sequence_number=next(seq), item=item)
-    part = builder.text_part(with_text=False)
-    yield ContentPartEvent(type="response.content_part.added", sequence_number=next(seq), item_id=item.id, part=part)
     async for _, output in stored.run.events():
-        logprobs = builder.delta_logprobs(output)
-        if output.text_delta or logprobs:
-            yield TextDeltaEvent(sequence_number=next(seq), item_id=item.id, delta=output.text_delta, logprobs=logprobs)
+        for event in items.delta(output):
+            yield event
+    if not builder.items:  # nothing said, nothing called: one empty message
+        for event in items.text(""):
+            yield event
 
 
-def _closing(builder: ResponseBuilder, final: ResponseObject, seq: Iterator[int]) -> Iterator[ResponseEvent]:
-    """From response.output_text.done to response.completed (or .incomplete)."""
-    item = final.output[0]
-    part = item.content[0]
-    yield TextDoneEvent(
-        sequence_number=next(seq), item_id=item.id, text=part.text, logprobs=delta_logprobs(part.logprobs)
-    )
-    yield ContentPartEvent(type="response.content_part.done", sequence_number=next(seq), item_id=item.id, part=part)
-    yield OutputItemEvent(type="response.output_item.done", sequence_number=next(seq), item=item)
-    kind = "response.completed" if final.status == "completed" else "response.incomplete"
-    yield LifecycleEvent(type=kind, sequence_number=next(seq), response=final)
+class _ItemEvents:
+    """The output items' events, as the builder takes each engine delta; one message is open at
+    a time, from its first text until a call follows it or the response ends."""
+
+    def __init__(self, builder: ResponseBuilder, seq: Iterator[int]) -> None:
+        self._builder = builder
+        self._seq = seq
+        self._open: int | None = None  # the output index of the message taking text
+
+    def delta(self, output: RequestOutput) -> Iterator[ResponseEvent]:
+        parsed = self._builder.parse(output)
+        logprobs = self._builder.delta_logprobs(output)
+        if parsed.content or logprobs:
+            yield from self.text(parsed.content, logprobs)
+        for call in parsed.tool_calls:
+            if self._open is not None:
+                yield from self._close_message(self._builder.message_item(self._open, "completed"))
+            yield from self._call(self._builder.add_call(call))
+
+    def text(self, text: str, logprobs: list[DeltaLogprob] | None = None) -> Iterator[ResponseEvent]:
+        builder, seq = self._builder, self._seq
+        index, is_new = builder.add_text(text)
+        item = builder.opened_item(index)
+        if is_new:
+            self._open = index
+            yield OutputItemEvent(type="response.output_item.added", sequence_number=next(seq), output_index=index, item=item)
+            yield ContentPartEvent(
+                type="response.content_part.added", sequence_number=next(seq), item_id=item.id, output_index=index,
+                part=builder.text_part("", with_logprobs=False),
+            )  # fmt: skip
+        if text or logprobs:
+            yield TextDeltaEvent(
+                sequence_number=next(seq), item_id=item.id, output_index=index, delta=text, logprobs=logprobs or []
+            )
+
+    def _call(self, index: int) -> Iterator[ResponseEvent]:
+        seq, item = self._seq, self._builder.call_item(index)
+        opened = self._builder.opened_item(index)
+        yield OutputItemEvent(type="response.output_item.added", sequence_number=next(seq), output_index=index, item=opened)
+        arguments = item.arguments
+        yield ArgumentsDeltaEvent(sequence_number=next(seq), item_id=item.id, output_index=index, delta=arguments)
+        yield ArgumentsDoneEvent(sequence_number=next(seq), item_id=item.id, output_index=index, arguments=arguments)
+        yield OutputItemEvent(type="response.output_item.done", sequence_number=next(seq), output_index=index, item=item)
+
+    def closing(self, final: ResponseObject) -> Iterator[ResponseEvent]:
+        """The open message's end, as the final body has it."""
+        if self._open is not None:
+            yield from self._close_message(self._builder.message_item(self._open, final.status))
+
+    def _close_message(self, item: OutputMessage) -> Iterator[ResponseEvent]:
+        seq, index, part = self._seq, self._open, item.content[0]
+        self._open = None
+        yield TextDoneEvent(
+            sequence_number=next(seq), item_id=item.id, output_index=index, text=part.text,
+            logprobs=delta_logprobs(part.logprobs),
+        )  # fmt: skip
+        yield ContentPartEvent(
+            type="response.content_part.done", sequence_number=next(seq), item_id=item.id, output_index=index, part=part
+        )
+        yield OutputItemEvent(type="response.output_item.done", sequence_number=next(seq), output_index=index, item=item)
 
 
 class _CloseGuard:

@@ -5,6 +5,11 @@ context policy, perf metrics and request records are the chat machinery's own. W
 default) the response and every input item the model saw are kept in a `ResponseStore`, per
 account: a continuation (`previous_response_id`) reads them back, and `instructions` are not
 carried over (as OpenAI documents). Streams are stored `in_progress` first, then updated.
+
+Function tools go through the chat machinery (`response_tools.py`): calls and their outputs
+among the items become chat's assistant `tool_calls` and `tool` messages, the tools reach the
+chat template (or firebox's default tool prompt), the model family's grammar constrains the
+calls and its parser splits them out of the text into `function_call` items.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from firebox.serving.records import RequestContext, RequestRecorder, refusal_rec
 from firebox.serving.registry import ModelHandle
 from firebox.serving.response_body import ResponseBuilder, ResponseFrame, echoed_settings
 from firebox.serving.response_events import StoredRun, response_events
-from firebox.serving.response_items import chat_messages, input_items, new_item_id
+from firebox.serving.response_items import chat_messages, check_call_outputs, input_items, new_item_id
 from firebox.serving.response_store_interface import Order, ResponseStore, page_of
+from firebox.serving.response_tools import ResponseTools, resolve_response_tools
 from firebox.serving.run import GenerationRun, run_to_end, start_stream
 from firebox.serving.service import Completed, Streaming
 
@@ -57,12 +63,13 @@ def generation_params(req: ResponseCreateRequest) -> GenerationParams:
 
 
 def conversation_prompt(
-    req: ResponseCreateRequest, engine: EngineClient, items: list[dict[str, Any]]
+    req: ResponseCreateRequest, engine: EngineClient, items: list[dict[str, Any]], tools: ResponseTools
 ) -> PreparedPrompt:
     """truncation "auto" drops the oldest items to fit; "disabled" (the default) refuses."""
     max_model_len = engine.model_info.max_model_len
     budget = max_model_len - 1 if req.truncation == "auto" else None
-    prompt = chat_prompt(engine.tokenizer, chat_messages(req.instructions, items), budget)
+    messages, tool_list = tools.prompt(chat_messages(req.instructions, items), engine.tokenizer.chat_template)
+    prompt = chat_prompt(engine.tokenizer, messages, budget, tools=tool_list)
     if len(prompt.token_ids) >= max_model_len:
         raise ContextLengthError(
             f"The input is too long: {len(prompt.token_ids)} tokens, while this model's maximum context length "
@@ -86,36 +93,39 @@ class ResponsesService:
         try:
             params = generation_params(req)
             items = await self._conversation(req, ctx.principal.account_id)
-            prompt = conversation_prompt(req, handle.engine, items)
-            plan = plan_generation(params, handle, ctx, [prompt], "input")
+            tools = resolve_response_tools(req, handle.engine.tokenizer.chat_template)
+            prompt = conversation_prompt(req, handle.engine, items, tools)
+            plan = plan_generation(params, handle, ctx, [prompt], "input", tools.grammar())
         except ServingError as exc:  # refused before the engine: still one record
             record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
             self._recorder.emit(record)
             raise
         run = start_run(handle, ctx, plan, self._recorder)
-        stored = self._stored_run(req, handle, ctx, plan, run, items)
+        stored = self._stored_run(req, handle, ctx, plan, run, items, tools)
         if req.stream:
             await start_stream(run)
             return Streaming(response_events(stored), run.meta())
         await run_to_end(run)
+        stored.builder.add_whole()
         body = stored.builder.body(stored.builder.final_status())
         await stored.save(body)
         return Completed(body, run.meta())
 
     def _stored_run(
         self, req: ResponseCreateRequest, handle: ModelHandle, ctx: RequestContext, plan: Plan, run: GenerationRun,
-        items: list[dict[str, Any]],
+        items: list[dict[str, Any]], tools: ResponseTools,
     ) -> StoredRun:  # fmt: skip
         settings = echoed_settings(req, handle.name, plan.sampling_options)
         frame = ResponseFrame(f"resp_{ctx.request_id}", new_item_id(), ctx.created, settings)
-        renderer = ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, plan.choices[0])
-        builder = ResponseBuilder(frame, run, renderer, perf=bool(req.perf_metrics_in_response))
+        renderer = ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, plan.choices[0], tools.new_parser())
+        builder = ResponseBuilder(frame, run, renderer, bool(req.perf_metrics_in_response), tools.max_calls)
         return StoredRun(builder, self._store if req.wants_store else None, ctx.principal.account_id, items)
 
     async def _conversation(self, req: ResponseCreateRequest, account_id: str) -> list[dict[str, Any]]:
         """Earlier turns (their input items and outputs), then this request's input."""
         items = input_items(req.input)
         if req.previous_response_id is None:
+            check_call_outputs([], items)
             return items
         previous = await self._store.get(account_id, req.previous_response_id)
         history = await self._store.get_input_items(account_id, req.previous_response_id)
@@ -129,7 +139,9 @@ class ResponsesService:
             raise InvalidRequestError(
                 f"Previous response {req.previous_response_id!r} is still in progress.", param="previous_response_id"
             )
-        return [*history, *previous["output"], *items]
+        earlier = [*history, *previous["output"]]
+        check_call_outputs(earlier, items)
+        return [*earlier, *items]
 
     # --- stored responses -----------------------------------------------------------------------
 

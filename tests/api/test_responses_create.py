@@ -172,8 +172,8 @@ def test_previous_response_id_continues_without_the_old_instructions(client, ser
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("tools", [{"type": "function", "name": "f", "parameters": {}}]),
-        ("tool_choice", "required"),
+        ("tools", [{"type": "web_search"}]),
+        ("tool_choice", "required"),  # with no tools
         ("reasoning", {"effort": "high"}),
         ("background", True),
         ("conversation", "conv_123"),
@@ -187,7 +187,7 @@ def test_previous_response_id_continues_without_the_old_instructions(client, ser
         ("metadata", {f"k{i}": "v" for i in range(17)}),
         ("max_tokens", 5),
         ("n", 2),
-        ("top_k", -1),
+        ("top_k", -2),
         ("temperature", 3),
         ("stop", [""]),
         ("logit_bias", {"a": 1}),
@@ -206,7 +206,7 @@ def test_unsupported_fields_are_a_400_naming_them(server, field: str, value: obj
 @pytest.mark.parametrize(
     ("item", "param"),
     [
-        ({"type": "function_call_output", "call_id": "c1", "output": "42"}, "input[0].type"),
+        ({"type": "function_call_output", "call_id": "c1", "output": "42"}, "input[0].call_id"),
         ({"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}, "input[0].content[0]"),
         ({"role": "critic", "content": "Hi"}, "input[0].role"),
         ({"role": "user", "content": "Hi", "name": "bob"}, "input[0].name"),

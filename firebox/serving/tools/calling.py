@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from firebox.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionDefinition, NamedToolChoice
+from firebox.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionDefinition, FunctionName, NamedToolChoice
 from firebox.serving.errors import InvalidRequestError
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+ToolChoice = str | NamedToolChoice | FunctionName | None  # a mode, a named function, or the deprecated function_call
 
 
 class ChoiceMode(enum.StrEnum):
@@ -76,18 +77,28 @@ def resolve_tool_calling(req: ChatCompletionRequest) -> ToolCalling | None:
     """The request's tool calling, or None when it offers no tools."""
     _check_tool_messages(req.messages)
     definitions, param = _definitions(req)
+    if not definitions and req.function_call not in (None, "none", "auto"):
+        raise InvalidRequestError("tool_choice needs tools", param="tool_choice")
+    choice = req.tool_choice if req.tool_choice is not None else req.function_call
+    return tool_calling(definitions, param, choice, parallel=req.parallel_tool_calls is not False)
+
+
+def tool_calling(
+    definitions: Sequence[FunctionDefinition], param: str, choice: ToolChoice, parallel: bool
+) -> ToolCalling | None:
+    """Any endpoint's tool calling from its function definitions (found at `param`) and its choice."""
     if not definitions:
-        if req.tool_choice not in (None, "none", "auto") or req.function_call not in (None, "none", "auto"):
+        if choice not in (None, "none", "auto"):
             raise InvalidRequestError("tool_choice needs tools", param="tool_choice")
         return None
     tools = tuple(_tool(d, f"{param}[{i}]") for i, d in enumerate(definitions))
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
         raise InvalidRequestError("tool names must be unique", param=param)
-    mode, forced = _choice(req)
+    mode, forced = _choice(choice)
     if forced is not None and forced not in names:
         raise InvalidRequestError(f"tool_choice names {forced!r}, which is not among the tools", param="tool_choice")
-    return ToolCalling(tools, mode, forced, parallel=req.parallel_tool_calls is not False)
+    return ToolCalling(tools, mode, forced, parallel)
 
 
 def _definitions(req: ChatCompletionRequest) -> tuple[list[FunctionDefinition], str]:
@@ -105,8 +116,7 @@ def _tool(definition: FunctionDefinition, param: str) -> FunctionTool:
     return FunctionTool(definition.name, definition.description, parameters)
 
 
-def _choice(req: ChatCompletionRequest) -> tuple[ChoiceMode, str | None]:
-    choice: Any = req.tool_choice if req.tool_choice is not None else req.function_call
+def _choice(choice: ToolChoice) -> tuple[ChoiceMode, str | None]:
     if choice is None or choice == "auto":
         return ChoiceMode.AUTO, None
     if choice == "none":
