@@ -89,6 +89,11 @@ def load_native() -> bool:
     return True
 
 
+def native_build_failed() -> bool:
+    """Whether `load_native()` ran in this process and failed. Never triggers a build."""
+    return load_native.cache_info().currsize > 0 and not load_native()
+
+
 def has_native_op(name: str) -> bool:
     """Whether `firebox::<name>` has a CPU kernel in this process (i.e. `load_native()` ran and
     succeeded). Never triggers a build: modules decide once, when they are constructed."""

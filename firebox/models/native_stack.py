@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from firebox.kernels import has_native_op
+from firebox.kernels import native_build_failed
 from firebox.models.layers.linear import Linear
 from firebox.models.layers.mlp import GatedMLP
 from firebox.models.layers.quant import GroupKernel, Q4Weight, Q8Weight
@@ -106,9 +106,9 @@ class NativeStackBackend:
 
     def unsupported_reason(self, target: StackTarget) -> str | None:
         model = target.model
-        if not has_native_op("fused_add_rms_norm"):
+        if native_build_failed():  # checked first: the attention backend falls back to torch then too
             return "the native kernels did not build"
-        if target.attention_backend != "native":
+        if target.attention_backend != "native":  # the native backend implies the kernels are loaded
             return f"the attention backend is {target.attention_backend}"
         if model.dtype != torch.float32:
             return f"the model runs in {str(model.dtype).removeprefix('torch.')}, the stack in float32 only"

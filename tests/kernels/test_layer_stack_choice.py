@@ -42,6 +42,15 @@ def test_the_torch_attention_backend_is_the_reported_reason(caplog: pytest.LogCa
     assert "the attention backend is torch" in line
 
 
+def test_a_failed_kernel_build_is_the_reported_reason(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("firebox.models.native_stack.native_build_failed", lambda: True)
+    line = _load(LlamaConfig(**tiny()), "LlamaForCausalLM", "auto", caplog)
+    assert line.startswith("LlamaForCausalLM runs on the Python layers")
+    assert line.endswith("(no native decoder stack: the native kernels did not build)")
+
+
 def test_qk_norm_is_the_reported_reason(caplog: pytest.LogCaptureFixture) -> None:
     line = _load(Qwen3Config(**tiny(head_dim=16)), "Qwen3ForCausalLM", "auto", caplog)
     assert line.startswith("Qwen3ForCausalLM runs on the Python layers")
