@@ -7,11 +7,13 @@
     dtype = "auto"                    # auto | float32 | bfloat16 | float16
     quantization = "auto"             # auto | none | int8 | int4
     max_model_len = 2048              # context length; default: the model's own
+    speculative = "ngram"             # off | ngram; default: firebox serve --speculative
     serverless = true                 # served from the shared pool; false: deployments only
     public = true                     # default: true in the default account, false elsewhere
     display_name = "SmolLM2 135M"
     description = "..."
     default_sampling = { temperature = 0.7, top_p = 0.9 }
+    tool_call_format = "hermes"       # hermes | mistral | llama3_json | json_list; default: from the chat template
 
     [[models.deployments]]            # created at start unless a deployment of that name exists
     id = "smol-dedicated"
@@ -38,6 +40,7 @@ from firebox.config import (
     DEFAULT_MODEL_SOURCE,
     DType,
     EngineConfig,
+    SpeculativeMethod,
     EngineOptions,
     Quantization,
     engine_config,
@@ -89,8 +92,14 @@ class CatalogModel:
     max_model_len: int | None = None
     """Context length; `None` takes the model's own."""
 
+    speculative: SpeculativeMethod | None = None
+    """Draft tokens for every request (`off` | `ngram`); `None` takes `firebox serve --speculative`."""
+
     default_sampling: tuple[tuple[str, float], ...] = ()
     """Sampling defaults over the model's generation_config.json."""
+
+    tool_call_format: str | None = None
+    """How the model writes tool calls (`ModelConfig.tool_call_format`); `None`: from its chat template."""
 
     serverless: bool = True
     """Served from the shared pool (else only through deployments)."""
@@ -120,6 +129,8 @@ class CatalogModel:
         return engine_config(dataclasses.replace(
             base, source=self.source, name=self.name, dtype=self.dtype, quantization=self.quantization,
             max_model_len=self.max_model_len, generation_overrides=self.default_sampling,
+            tool_call_format=self.tool_call_format,
+            speculative=self.speculative or base.speculative,
         ))  # fmt: skip
 
 
@@ -140,7 +151,8 @@ def catalog_from_engines(engines: Sequence[EngineConfig]) -> Catalog:
         models.append(CatalogModel(model_id=model_id, account=account, source=engine.model.source,
                                    dtype=engine.model.dtype, quantization=engine.model.quantization,
                                    max_model_len=engine.model.max_model_len,
-                                   default_sampling=engine.model.generation_overrides))
+                                   default_sampling=engine.model.generation_overrides,
+                                   tool_call_format=engine.model.tool_call_format))
     return Catalog(tuple(models))
 
 
@@ -162,8 +174,8 @@ def parse_catalog(data: Mapping[str, Any]) -> Catalog:
     return Catalog(models)
 
 
-_MODEL_KEYS = {"id", "account", "source", "dtype", "quantization", "max_model_len", "default_sampling",
-               "serverless", "public", "display_name", "description", "deployments"}  # fmt: skip
+_MODEL_KEYS = {"id", "account", "source", "dtype", "quantization", "max_model_len", "speculative", "default_sampling",
+               "serverless", "public", "display_name", "description", "deployments", "tool_call_format"}  # fmt: skip
 _DEPLOYMENT_KEYS = {"id", "account", "display_name", "min_replica_count", "max_replica_count", "autoscaling_policy"}
 
 
@@ -178,6 +190,13 @@ def _model(entry: Mapping[str, Any]) -> CatalogModel:
     model = CatalogModel(model_id=entry["id"], default_sampling=tuple((k, float(v)) for k, v in sampling.items()),
                          **fields)
     model.engine_config(EngineOptions())  # validates dtype, quantization, max_model_len
+    if model.tool_call_format is not None:
+        from firebox.serving.tools.formats import tool_format  # here: the catalog is read before engines start
+
+        try:
+            tool_format(model.tool_call_format)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     deployments = tuple(_deployment(model, d) for d in entry.get("deployments", []))
     return dataclasses.replace(model, deployments=deployments)
 

@@ -122,6 +122,9 @@ def serve(
     max_num_seqs: Annotated[int, typer.Option(help="Most requests running at once.")] = 64,
     max_num_batched_tokens: Annotated[int, typer.Option(help="Token budget of one engine step.")] = 512,
     max_waiting: Annotated[int, typer.Option(help="Most requests waiting; beyond it: HTTP 429.")] = 1024,
+    speculative: Annotated[
+        str, typer.Option(help="off | ngram: draft tokens by prompt lookup, verified several per step.")
+    ] = "off",
     num_kv_blocks: Annotated[
         int | None, typer.Option(help="KV-cache blocks; default: sized from --kv-cache-mib.")
     ] = None,
@@ -150,7 +153,7 @@ def serve(
             dtype=dtype, quantization=quantization, max_model_len=max_model_len, block_size=block_size,
             num_kv_blocks=num_kv_blocks, kv_cache_mib=kv_cache_mib, prefix_caching=prefix_caching,
             kv_cache_dtype=kv_cache_dtype, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-            max_waiting=max_waiting, device=device, num_threads=num_threads,
+            max_waiting=max_waiting, speculative=speculative, device=device, num_threads=num_threads,
         )  # fmt: skip
         server = ServerConfig(
             host=host, port=port, api_keys=tuple(k for k in api_key or [] if k), catalog_path=catalog_file,

@@ -27,6 +27,7 @@ MIB = 1024 * 1024
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Quantization = Literal["auto", "none", "int4", "int8"]
 AttentionBackendName = Literal["auto", "native", "torch"]
+SpeculativeMethod = Literal["off", "ngram"]
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -63,6 +64,10 @@ class ModelConfig:
 
     generation_overrides: tuple[tuple[str, float], ...] = ()
     """Sampling defaults that override the model's `generation_config.json` (catalog entries)."""
+
+    tool_call_format: str | None = None
+    """How the model writes tool calls (`hermes`, `mistral`, `llama3_json`, `json_list`: see
+    serving/tools/formats.py); `None` recognises the format from the chat template."""
 
     def __post_init__(self) -> None:
         _check_choice("dtype", self.dtype, DType)
@@ -109,9 +114,19 @@ class SchedulerConfig:
     max_waiting: int = 1024
     """Most requests waiting; beyond it new requests are refused (HTTP 429)."""
 
+    speculative: SpeculativeMethod = "off"
+    """Drafts for every request: `off`, or `ngram` (prompt lookup). A request's `prediction`
+    drafts whatever this says."""
+
+    max_speculative_batch: int = 8
+    """No drafts while more requests than this run: the step is compute-bound, guesses cost."""
+
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.max_waiting < 0:
             raise ValueError("scheduler limits must be positive")
+        if self.max_speculative_batch < 0:
+            raise ValueError("max_speculative_batch must be >= 0")
+        _check_choice("speculative", self.speculative, SpeculativeMethod)
 
 
 @dataclass(frozen=True)
@@ -161,6 +176,7 @@ class EngineOptions:
     max_model_len: int | None = ModelConfig.max_model_len
     seed: int = ModelConfig.seed
     generation_overrides: tuple[tuple[str, float], ...] = ModelConfig.generation_overrides
+    tool_call_format: str | None = ModelConfig.tool_call_format
     # CacheConfig
     block_size: int = CacheConfig.block_size
     num_kv_blocks: int | None = CacheConfig.num_blocks  # num_blocks
@@ -171,6 +187,7 @@ class EngineOptions:
     max_num_seqs: int = SchedulerConfig.max_num_seqs
     max_num_batched_tokens: int = SchedulerConfig.max_num_batched_tokens
     max_waiting: int = SchedulerConfig.max_waiting
+    speculative: SpeculativeMethod = SchedulerConfig.speculative
     # DeviceConfig
     device: str = DeviceConfig.device
     num_threads: int | None = DeviceConfig.num_threads
@@ -183,11 +200,12 @@ def engine_config(options: EngineOptions) -> EngineConfig:
     o = options
     return EngineConfig(
         model=ModelConfig(source=o.source, name=o.name, dtype=o.dtype, quantization=o.quantization,
-                          max_model_len=o.max_model_len, seed=o.seed, generation_overrides=o.generation_overrides),
+                          max_model_len=o.max_model_len, seed=o.seed, generation_overrides=o.generation_overrides,
+                          tool_call_format=o.tool_call_format),
         cache=CacheConfig(block_size=o.block_size, num_blocks=o.num_kv_blocks, memory_bytes=o.kv_cache_mib * MIB,
                           enable_prefix_caching=o.prefix_caching, kv_cache_dtype=o.kv_cache_dtype),
         scheduler=SchedulerConfig(max_num_seqs=o.max_num_seqs, max_num_batched_tokens=o.max_num_batched_tokens,
-                                  max_waiting=o.max_waiting),
+                                  max_waiting=o.max_waiting, speculative=o.speculative),
         device=DeviceConfig(device=o.device, num_threads=o.num_threads, attention_backend=o.attention_backend),
     )  # fmt: skip
 
@@ -266,3 +284,15 @@ class ServerConfig:
 
     deployments: DeploymentConfig = field(default_factory=DeploymentConfig)
     """Replica routing, cold starts and restarts."""
+
+    max_request_bytes: int = 32 * MIB
+    """Largest request body; a larger one is answered 413 before it is read."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (`Host` header) the server answers, besides the localhost names and `host`;
+    `*` answers any. Others get 400, so that a web page cannot reach a local server through DNS
+    rebinding."""
+
+    def __post_init__(self) -> None:
+        if self.max_request_bytes < 1:
+            raise ValueError("max_request_bytes must be positive")

@@ -15,6 +15,7 @@ from firebox.engine.detokenizer import IncrementalDetokenizer
 from firebox.engine.kv_cache import KVCacheManager
 from firebox.engine.request import Request
 from firebox.engine.scheduler import RequestUpdate, Scheduler
+from firebox.engine.speculation import NgramProposer
 from firebox.engine.stats import EngineStats
 from firebox.engine.structured_output import GrammarCompiler
 from firebox.engine.types import (
@@ -55,6 +56,8 @@ class EngineCore:
             raise ValueError("min_tokens cannot be combined with structured output")
         req = Request.from_engine_request(request)
         req.detokenizer = IncrementalDetokenizer(self.tokenizer, request.sampling, request.prompt_token_ids)
+        if req.proposer is None and self.scheduler.config.speculative == "ngram":
+            req.proposer = NgramProposer()
         self.scheduler.add_request(req)
         if request.structured_output is not None:
             req.grammar = self.grammars.submit(request.structured_output)
@@ -105,7 +108,7 @@ class EngineCore:
         """The batch with the allowed tokens of every constrained request that samples in it."""
         requests = self.scheduler.requests
         constrained = [
-            (s.request_id, grammar)
+            (s.request_id, grammar, s.draft_token_ids)
             for s in batch.requests
             if s.sample and (grammar := requests[s.request_id].grammar) is not None
         ]
@@ -153,6 +156,8 @@ class EngineCore:
             num_prompt_tokens=req.num_prompt_tokens,
             num_cached_tokens=req.num_cached_tokens,
             timings=dataclasses.replace(req.timings),  # a copy: the core keeps writing its own
+            num_draft_tokens=req.num_draft_tokens,
+            num_accepted_draft_tokens=req.num_accepted_draft_tokens,
         )
 
 

@@ -113,6 +113,17 @@ class KVCacheManager:
             self.pool.cache(blocks[i], req.block_hashes[i])
         self._num_indexed_blocks[req.request_id] = num_full
 
+    def trim(self, req: Request) -> None:
+        """Give back the blocks past the request's tokens (those rejected drafts were written
+        to); they were never indexed, so nothing cached goes with them."""
+        blocks = self._blocks.get(req.request_id, [])
+        num_kept = max(self.num_blocks_for(req.num_tokens), self._num_indexed_blocks.get(req.request_id, 0))
+        if len(blocks) > num_kept:
+            extra = blocks[num_kept:]
+            del blocks[num_kept:]
+            del req.block_ids[num_kept:]
+            self.pool.free(reversed(extra))
+
     def free(self, req: Request) -> None:
         """Give back every block of the request (tail first); hashed ones stay cached."""
         blocks = self._blocks.pop(req.request_id, [])

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from firebox.engine.speculation import DraftBudget, PredictionProposer, Proposer
 from firebox.engine.types import EngineRequest, FinishReason, RequestTimings, SamplingParams, TokenLogprob
 
 
@@ -51,6 +52,10 @@ class Request:
     num_outputs: int = 0  # deltas emitted; prompt logprobs go in the first
     detokenizer: Any = field(default=None, repr=False)  # engine/detokenizer.py state, owned by the core
     grammar: Any = field(default=None, repr=False)  # structured_output.RequestGrammar; None = unconstrained
+    proposer: Proposer | None = field(default=None, repr=False)  # speculation: guesses the next tokens
+    draft_budget: DraftBudget = field(default_factory=DraftBudget, repr=False)
+    num_draft_tokens: int = 0  # drafted tokens verified so far
+    num_accepted_draft_tokens: int = 0  # of which kept
     arrival_seq: int = 0  # set by the scheduler at add time: FCFS tie-break among equal arrivals
     _all_token_ids: list[int] = field(init=False, repr=False)
 
@@ -68,6 +73,7 @@ class Request:
             timings=RequestTimings(arrival=req.arrival_time),
             priority=req.priority,
             cache_salt=req.cache_salt,
+            proposer=PredictionProposer(req.prediction_token_ids) if req.prediction_token_ids else None,
         )
 
     # --- sizes and views ---------------------------------------------------------------------
@@ -114,6 +120,11 @@ class Request:
     def append_output_token(self, token_id: int) -> None:
         self.output_token_ids.append(token_id)
         self._all_token_ids.append(token_id)
+
+    def record_drafts(self, num_drafted: int, num_accepted: int) -> None:
+        self.num_draft_tokens += num_drafted
+        self.num_accepted_draft_tokens += num_accepted
+        self.draft_budget.record(num_drafted, num_accepted)
 
     def set_status(self, status: RequestStatus) -> None:
         if status not in _TRANSITIONS[self.status]:

@@ -44,6 +44,15 @@ class RequestUpdate:
     new_logprobs: list[TokenLogprob] | None
 
 
+def _num_verified(sampled_token_ids: list[int], rows: list[int], drafts: Sequence[int]) -> int:
+    """How many of the rows' tokens to keep: each one up to the first that differs from the draft
+    it was sampled in place of (that one is kept too: it is what the model chose there)."""
+    for j, row in enumerate(rows):
+        if j >= len(drafts) or sampled_token_ids[row] != drafts[j]:
+            return j + 1
+    return len(rows)
+
+
 def _sort_key(req: Request) -> tuple[int, float, int]:
     return req.sort_key
 
@@ -137,9 +146,11 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
+            drafts: list[int] = []
             if _is_decode(req):
                 num_decodes_behind -= 1
-                num_new = 1
+                drafts = self._drafts(req, budget - num_decodes_behind - 1)
+                num_new = 1 + len(drafts)
             else:  # a prefill chunk leaves one token for each decode behind it
                 num_new = min(req.num_tokens - req.num_computed_tokens, budget - num_decodes_behind)
                 if num_new <= 0:
@@ -154,10 +165,30 @@ class Scheduler:
                 if victim is req:
                     break
             else:
-                out.append(self._schedule_chunk(req, num_new))
+                out.append(self._schedule_chunk(req, num_new, drafts))
                 budget -= num_new
                 i += 1
         return budget, preempted
+
+    def _drafts(self, req: Request, max_tokens: int) -> list[int]:
+        """The request's proposed continuation for this step (verified by the runner), within the
+        step budget, its max_tokens, the context, the free KV blocks and its grammar."""
+        if req.proposer is None or len(self.running) > self.config.max_speculative_batch:
+            return []
+        room = min(
+            max_tokens,
+            req.draft_budget.num_tokens,
+            req.sampling.max_tokens - req.num_output_tokens - 1,
+            self.max_model_len - req.num_tokens - 1,
+        )
+        if room <= 0:
+            return []
+        drafts = req.proposer.propose(req.prompt_token_ids, req.output_token_ids, room)
+        if drafts and req.grammar is not None:
+            drafts = drafts[: req.grammar.matcher.validate_tokens(drafts)]
+        if drafts and not self.kv.allocate(req, 1 + len(drafts)):
+            return []  # no room for the drafts: decode one token, never preempt for a guess
+        return drafts
 
     def _schedule_waiting(self, out: list[ScheduledRequest], budget: int) -> None:
         """FCFS among the requests that can run; one whose grammar is compiling is passed over."""
@@ -200,12 +231,12 @@ class Scheduler:
         self._freed_ids.add(req.request_id)
         bisect.insort(self.waiting, req, key=_sort_key)
 
-    def _schedule_chunk(self, req: Request, num_new: int) -> ScheduledRequest:
-        start, end = req.num_computed_tokens, req.num_computed_tokens + num_new
+    def _schedule_chunk(self, req: Request, num_new: int, drafts: Sequence[int] = ()) -> ScheduledRequest:
+        start, end = req.num_computed_tokens, req.num_computed_tokens + num_new - len(drafts)
         self.kv.cache_full_blocks(req, end)
         return ScheduledRequest(
             request_id=req.request_id,
-            token_ids=req.all_token_ids[start:end],
+            token_ids=[*req.all_token_ids[start:end], *drafts],
             start_pos=start,
             block_ids=list(req.block_ids),
             sample=end == req.num_tokens and req.sampling.max_tokens > 0,
@@ -214,40 +245,58 @@ class Scheduler:
             prompt_token_ids=req.prompt_token_ids,
             seed_offset=req.num_output_tokens,
             compute_prompt_logprobs=req.needs_prompt_logprobs and start < req.num_prompt_tokens - 1,
+            draft_token_ids=tuple(drafts),
         )
 
     # --- results of a step ------------------------------------------------------------------------
 
     def update(self, batch: SchedulerOutput, result: ModelRunnerOutput) -> list[RequestUpdate]:
         """Advance computed tokens, append sampled ones, finish on EOS, stop tokens or length."""
-        row_of = {request_id: row for row, request_id in enumerate(result.request_ids)}
+        rows_of: dict[str, list[int]] = {}
+        for row, request_id in enumerate(result.request_ids):
+            rows_of.setdefault(request_id, []).append(row)
         updates = []
         for sched in batch.requests:
             req = self.requests.get(sched.request_id)
             if req is None:
                 continue
-            req.num_computed_tokens += len(sched.token_ids)
+            rows = rows_of.get(req.request_id, [])
+            num_kept = _num_verified(result.sampled_token_ids, rows, sched.draft_token_ids)
+            # KV is valid for the step's own tokens and the drafts that were kept, not the rest
+            req.num_computed_tokens += len(sched.token_ids) - len(sched.draft_token_ids) + max(num_kept - 1, 0)
             if sched.compute_prompt_logprobs:
                 req.prompt_logprobs.extend(result.prompt_logprobs.get(req.request_id, ()))
             self.kv.cache_full_blocks(req)
-            row = row_of.get(req.request_id)
-            if row is not None:
-                updates.append(self._append_sampled(req, result, row))
+            if rows:
+                updates.append(self._append_sampled(req, result, rows[:num_kept], len(sched.draft_token_ids)))
+                self.kv.trim(req)
             elif req.sampling.max_tokens == 0 and req.num_computed_tokens >= req.num_tokens:
                 self.finish_request(req, FinishReason.LENGTH)  # prompt scoring: nothing to sample
                 updates.append(RequestUpdate(req, [], None))
         return updates
 
-    def _append_sampled(self, req: Request, result: ModelRunnerOutput, row: int) -> RequestUpdate:
-        token_id = result.sampled_token_ids[row]
-        req.append_output_token(token_id)
-        if req.grammar is not None:
-            req.grammar.accept(token_id)
-        if req.timings.first_token is None:
-            req.timings.first_token = time.monotonic()
-        self._check_finished(req, token_id)
-        logprob = None if result.logprobs is None else result.logprobs[row]
-        return RequestUpdate(req, [token_id], None if logprob is None else [logprob])
+    def _append_sampled(
+        self, req: Request, result: ModelRunnerOutput, rows: list[int], num_drafts: int
+    ) -> RequestUpdate:
+        """Append the step's kept tokens in order, until one of them finishes the request."""
+        token_ids: list[int] = []
+        logprobs: list[TokenLogprob] | None = None if result.logprobs is None else []
+        for row in rows:
+            token_id = result.sampled_token_ids[row]
+            req.append_output_token(token_id)
+            token_ids.append(token_id)
+            if logprobs is not None and (logprob := result.logprobs[row]) is not None:
+                logprobs.append(logprob)
+            if req.grammar is not None:
+                req.grammar.accept(token_id)
+            if req.timings.first_token is None:
+                req.timings.first_token = time.monotonic()
+            self._check_finished(req, token_id)
+            if req.is_finished:
+                break
+        if num_drafts:
+            req.record_drafts(num_drafts, len(rows) - 1)
+        return RequestUpdate(req, token_ids, logprobs or None)
 
     def _check_finished(self, req: Request, token_id: int) -> None:
         sp = req.sampling

@@ -24,7 +24,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import llguidance
 import numpy as np
 from llguidance.gbnf_to_lark import any_to_lark
-from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask_par
+from llguidance.numpy import (
+    allocate_token_bitmask,
+    fill_next_token_bitmask_par,
+    fill_next_token_bitmask_par_with_draft_tokens,
+)
 
 from firebox.engine.types import COMPACT_JSON_OPTIONS, EngineError, GrammarSyntax, StructuredOutputSpec, TokenBitmask
 from firebox.loader.tokenizer import Tokenizer
@@ -95,12 +99,21 @@ class GrammarCompiler:
             raise cached
         return cached
 
-    def fill_bitmask(self, grammars: Sequence[tuple[str, RequestGrammar]]) -> TokenBitmask:
-        """The allowed tokens of each (request id, grammar) for its next sampled token."""
-        bitmask = allocate_token_bitmask(len(grammars), self._vocab_size)
-        matchers = [(grammar.matcher, row) for row, (_, grammar) in enumerate(grammars)]
-        fill_next_token_bitmask_par(self._mask_executor, matchers, bitmask)
-        return TokenBitmask([request_id for request_id, _ in grammars], bitmask)
+    def fill_bitmask(self, grammars: Sequence[tuple[str, RequestGrammar, Sequence[int]]]) -> TokenBitmask:
+        """The allowed tokens of each (request id, grammar, drafts) at its next sampled position and,
+        for drafts (which its grammar accepts), at the position after each draft: 1 + len(drafts) rows."""
+        num_rows = sum(1 + len(drafts) for _, _, drafts in grammars)
+        bitmask = allocate_token_bitmask(num_rows, self._vocab_size)
+        request_ids: list[str] = []
+        plain, drafted = [], []
+        for request_id, grammar, drafts in grammars:
+            (drafted if drafts else plain).append((grammar.matcher, len(request_ids), list(drafts)))
+            request_ids.extend([request_id] * (1 + len(drafts)))
+        if plain:
+            fill_next_token_bitmask_par(self._mask_executor, [(m, row) for m, row, _ in plain], bitmask)
+        if drafted:
+            fill_next_token_bitmask_par_with_draft_tokens(self._mask_executor, drafted, bitmask)
+        return TokenBitmask(request_ids, bitmask)
 
     def wait_for_any(self, grammars: Sequence[RequestGrammar], timeout: float) -> None:
         """Block until one of the grammars is compiled (or failed), or `timeout` passes."""

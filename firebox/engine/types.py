@@ -127,6 +127,7 @@ class EngineRequest:
     cache_salt: str | None = None  # prompt_cache_isolation_key: no prefix-cache sharing across salts
     affinity_key: str | None = None  # routing hint: requests with the same key prefer the same replica
     structured_output: StructuredOutputSpec | None = None  # constrained decoding; None = free text
+    prediction_token_ids: tuple[int, ...] = ()  # predicted output (`prediction`): drafts for speculation
 
 
 class FinishReason(enum.StrEnum):
@@ -167,6 +168,8 @@ class RequestOutput:
     num_prompt_tokens: int
     num_cached_tokens: int
     timings: RequestTimings
+    num_draft_tokens: int = 0  # drafted tokens verified so far (speculation), cumulative
+    num_accepted_draft_tokens: int = 0  # of which accepted, cumulative
 
     @property
     def finished(self) -> bool:
@@ -183,6 +186,7 @@ class ModelInfo:
     vocab_size: int
     eos_token_ids: tuple[int, ...]
     generation_defaults: dict[str, float] = field(default_factory=dict)  # generation_config.json sampling keys
+    tool_call_format: str | None = None  # how it writes tool calls (serving/tools/formats.py); None: from its template
 
 
 # --- inside the engine: scheduler <-> executor -------------------------------------------------
@@ -200,12 +204,19 @@ class ScheduledRequest:
     prompt_token_ids: list[int]  # (repetition penalty counts prompt tokens too)
     seed_offset: int  # tokens generated so far: seeded generators resume deterministically
     compute_prompt_logprobs: bool  # prompt logprobs wanted for the tokens of this chunk
+    draft_token_ids: tuple[int, ...] = ()  # proposed continuation, at the end of token_ids: each is verified
+
+    @property
+    def num_sampled(self) -> int:
+        """Positions sampled this step: the last, plus one per draft."""
+        return 1 + len(self.draft_token_ids) if self.sample else 0
 
 
 @dataclass(frozen=True, slots=True)
 class TokenBitmask:
     """The tokens that constrained requests may sample this step: bit t of row i (word t // 32,
-    bit t % 32) set = token t allowed for `request_ids[i]`. Tokens past the mask are disallowed."""
+    bit t % 32) set = token t allowed for `request_ids[i]`. Tokens past the mask are disallowed.
+    A request with drafts has one row per sampled position, in order."""
 
     request_ids: list[str]
     bitmask: np.ndarray  # [num_constrained, ceil(vocab / 32)] int32
@@ -227,7 +238,7 @@ class SchedulerOutput:
 class ModelRunnerOutput:
     """Python lists only: this record crosses the torch boundary."""
 
-    request_ids: list[str]  # the requests that sampled, in order
+    request_ids: list[str]  # the requests that sampled, in order; a request with drafts once per position
     sampled_token_ids: list[int]
     logprobs: list[TokenLogprob | None] | None  # aligned with request_ids; None rows did not ask
     prompt_logprobs: dict[str, list[TokenLogprob | None]] = field(default_factory=dict)  # per chunk

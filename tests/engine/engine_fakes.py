@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 
 from tokenizers import Tokenizer as HFTokenizer
@@ -78,8 +79,10 @@ class FakeExecutor:
             context = self._context(sched)
             if sched.compute_prompt_logprobs:
                 out.prompt_logprobs[sched.request_id] = _prompt_logprobs(sched)
-            if sched.sample:
-                token = self.next_token(sched, context)
+            num_drafts = len(sched.draft_token_ids)
+            for j in range(sched.num_sampled):  # the last token's position, then one per draft
+                position = dataclasses.replace(sched, seed_offset=sched.seed_offset + j)
+                token = self.next_token(position, context[: len(context) - num_drafts + j])
                 out.request_ids.append(sched.request_id)
                 out.sampled_token_ids.append(token)
                 out.logprobs.append(TokenLogprob(token, -1.0, [(token, -1.0)]))
@@ -141,6 +144,7 @@ def make_engine_request(
     arrival: float = 0.0,
     cache_salt: str | None = None,
     structured_output: StructuredOutputSpec | None = None,
+    prediction_token_ids: tuple[int, ...] = (),
     **sampling,
 ) -> EngineRequest:
     return EngineRequest(
@@ -151,6 +155,7 @@ def make_engine_request(
         priority,
         cache_salt,
         structured_output=structured_output,
+        prediction_token_ids=prediction_token_ids,
     )
 
 

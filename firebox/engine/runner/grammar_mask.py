@@ -33,11 +33,19 @@ class AllowedTokens:
 def build_allowed_tokens(
     token_bitmask: TokenBitmask | None, request_ids: Sequence[str], device: torch.device
 ) -> AllowedTokens | None:
-    """The bitmask rows of the requests sampled this step, placed at their rows of the batch."""
+    """The bitmask rows of the requests sampled this step, placed at their rows of the batch (a
+    request with drafts has several rows, in order, both in the batch and in the bitmask)."""
     if token_bitmask is None:
         return None
-    row_of = {request_id: row for row, request_id in enumerate(request_ids)}
-    rows = [row_of[request_id] for request_id in token_bitmask.request_ids]
+    rows_of: dict[str, list[int]] = {}
+    for row, request_id in enumerate(request_ids):
+        rows_of.setdefault(request_id, []).append(row)
+    taken: dict[str, int] = {}
+    rows = []
+    for request_id in token_bitmask.request_ids:
+        nth = taken.get(request_id, 0)
+        rows.append(rows_of[request_id][nth])
+        taken[request_id] = nth + 1
     bitmask = torch.from_numpy(token_bitmask.bitmask).to(device)
     return AllowedTokens(torch.tensor(rows, dtype=torch.long, device=device), bitmask)
 

@@ -5,6 +5,7 @@ Everything here is built from Python lists in one pass and moved to the device o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -26,8 +27,8 @@ class ModelInput:
     input_ids: torch.Tensor  # [num_tokens]
     positions: torch.Tensor  # [num_tokens]
     attention: AttentionBatch
-    sample_rows: list[int]  # last token row of every request that samples, in batch order
-    sample_requests: list[ScheduledRequest]
+    sample_rows: list[int]  # rows that sample, in batch order: a request's last token, and each of its drafts
+    sample_requests: list[ScheduledRequest]  # one per sample row
     prompt_spans: list[PromptLogprobSpan]
 
 
@@ -49,6 +50,19 @@ def _prompt_span(req: ScheduledRequest, first_row: int) -> PromptLogprobSpan | N
     )
 
 
+def _sampled_positions(req: ScheduledRequest) -> list[ScheduledRequest]:
+    """One sampling row per position. Position j follows draft j: it sees the drafts before it
+    as output (penalties, min_tokens) and draws the seeded uniform of output position
+    `seed_offset + j`, so it samples exactly what plain decoding would have sampled there."""
+    if not req.draft_token_ids:
+        return [req]
+    drafts = req.draft_token_ids
+    return [req] + [
+        dataclasses.replace(req, output_token_ids=[*req.output_token_ids, *drafts[:j]], seed_offset=req.seed_offset + j)
+        for j in range(1, len(drafts) + 1)
+    ]
+
+
 def prepare_inputs(batch: SchedulerOutput, block_size: int, device: torch.device) -> ModelInput:
     decodes = [r for r in batch.requests if _is_decode(r)]
     requests = decodes + [r for r in batch.requests if not _is_decode(r)]
@@ -62,8 +76,9 @@ def prepare_inputs(batch: SchedulerOutput, block_size: int, device: torch.device
         token_ids.extend(req.token_ids)
         positions.extend(range(req.start_pos, req.start_pos + len(req.token_ids)))
         if req.sample:
-            sample_rows.append(len(token_ids) - 1)
-            sample_requests.append(req)
+            num_sampled = req.num_sampled  # the last token, and each draft after it
+            sample_rows.extend(range(len(token_ids) - num_sampled, len(token_ids)))
+            sample_requests.extend(_sampled_positions(req))
         if req.compute_prompt_logprobs and (span := _prompt_span(req, first_row)):
             prompt_spans.append(span)
     attention = AttentionBatch(
