@@ -15,6 +15,7 @@ from firebox.protocol.common import (
     UsageInfo,
     omitted_if_none,
 )
+from firebox.protocol.limits import MAX_MESSAGES, MAX_TOOLS, Flag, PositiveCount
 from firebox.protocol.params import GenerationParams, reject_unsupported
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -77,14 +78,14 @@ ToolChoiceMode = Literal["none", "auto", "required", "any"]
 
 
 class ChatCompletionRequest(GenerationParams):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    prompt_truncate_len: Annotated[int, Field(ge=1)] | None = None
-    tools: list[ToolDefinition] | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    prompt_truncate_len: PositiveCount | None = None
+    tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoiceMode | NamedToolChoice | None = None
-    functions: list[FunctionDefinition] | None = None  # deprecated form of tools
+    functions: Annotated[list[FunctionDefinition], Field(max_length=MAX_TOOLS)] | None = None  # deprecated tools
     function_call: Literal["none", "auto"] | FunctionName | None = None  # deprecated form of tool_choice
-    parallel_tool_calls: bool | None = None
-    safe_tokenization: bool | None = None
+    parallel_tool_calls: Flag | None = None
+    safe_tokenization: Flag | None = None
 
     _check_unsupported_chat = field_validator("safe_tokenization")(reject_unsupported)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 _SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins valid pairs, so any left is unpaired
 
@@ -56,7 +56,7 @@ class ResponseModel(BaseModel):
 
 
 class StreamOptions(RequestModel):
-    include_usage: bool | None = None
+    include_usage: StrictBool | None = None
     """OpenAI: add a final chunk with empty `choices` that carries the usage."""
 
 
@@ -64,11 +64,23 @@ class PromptTokensDetails(ResponseModel):
     cached_tokens: int | None = None
 
 
+class CompletionTokensDetails(ResponseModel):
+    reasoning_tokens: int = 0
+    """Output tokens spent thinking (between `<think>` and `</think>`), counted in completion_tokens."""
+
+    accepted_prediction_tokens: int = 0
+    """Drafted tokens of the `prediction` that the output kept (OpenAI's predicted outputs)."""
+
+    rejected_prediction_tokens: int = 0
+    """Drafted tokens of the `prediction` that the output did not keep."""
+
+
 class UsageInfo(ResponseModel):
     prompt_tokens: int
     total_tokens: int
     completion_tokens: int | None = None
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class LogProbs(ResponseModel):

@@ -7,12 +7,18 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 
 from firebox.protocol.common import LogProbs, NewLogProbs, RawOutput, ResponseModel, UsageInfo, omitted_if_none
+from firebox.protocol.limits import MAX_PROMPT_TOKEN_IDS, MAX_PROMPTS, TokenId
 from firebox.protocol.params import GenerationParams, reject_unsupported
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1, max_length=MAX_PROMPT_TOKEN_IDS)]
 
 # str | list[str] | list[int] | list[list[int]]: several prompts give several choices
-Prompt = str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+Prompt = (
+    str
+    | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
+    | TokenIds
+    | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
+)
 
 
 class CompletionRequest(GenerationParams):

@@ -9,32 +9,31 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictFloat, StrictInt, ValidationInfo, field_validator
 
 from firebox.protocol.common import ContextLengthBehavior, RequestModel, ServiceTier, StreamOptions
+from firebox.protocol.limits import MAX_LOGIT_BIAS, Count, Flag, Identifier, Metadata, Seed, StopString
 
 MAX_TOP_LOGPROBS = 20
 MAX_N = 128
 MAX_TOP_K = 100  # Fireworks' range
 MAX_STOP = 4  # stop sequences, as both SDKs document
 
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
-Probability = Annotated[float, Field(gt=0.0, le=1.0)]
+Penalty = Annotated[StrictFloat, Field(ge=-2.0, le=2.0)]
+Probability = Annotated[StrictFloat, Field(gt=0.0, le=1.0)]
+TopK = Annotated[StrictInt, Field(ge=-1, le=MAX_TOP_K), AfterValidator(lambda k: max(k, 0))]
+"""0 and -1 (as vLLM-style clients say it) both turn top-k off."""
+LogitBias = Annotated[dict[str, Annotated[StrictFloat, Field(ge=-100.0, le=100.0)]], Field(max_length=MAX_LOGIT_BIAS)]
 
 
-def _is_neutral_thinking(value: Any) -> bool:
-    return isinstance(value, dict) and value == {"type": "disabled"}
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
 
 
 # field -> (test for the values that change nothing, why the rest are refused)
 _UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "mirostat_lr": (lambda v: v is None, "Mirostat sampling is not supported"),
     "mirostat_target": (lambda v: v is None, "Mirostat sampling is not supported"),
-    "prediction": (lambda v: v is None, "predicted outputs are not supported"),
-    "speculation": (lambda v: v is None or v == [] or v == "", "speculative decoding is not supported"),
-    "reasoning_effort": (lambda v: v in (None, "none", False), "reasoning controls are not supported"),
     "reasoning_history": (lambda v: v is None, "reasoning controls are not supported"),
-    "thinking": (lambda v: v is None or _is_neutral_thinking(v), "reasoning controls are not supported"),
     "prompt_cache_max_len": (lambda v: v is None, "prompt_cache_max_len is not supported"),
     "images": (lambda v: v is None or v == [], "image input is not supported"),
     "tools": (lambda v: v is None or v == [], "tool calling is not supported"),
@@ -54,6 +53,22 @@ def reject_unsupported(value: Any, info: ValidationInfo) -> Any:
 
 
 JsonSchemaDocument = dict[str, Any] | str  # a JSON Schema, as an object or as JSON text (Fireworks)
+
+
+class PredictionPart(RequestModel):
+    type: Literal["text"]
+    text: str
+
+
+class PredictedOutput(RequestModel):
+    """`prediction` (OpenAI's predicted outputs): text the answer is expected to mostly repeat."""
+
+    type: Literal["content"]
+    content: str | list[PredictionPart]
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
 
 
 class JsonSchemaFormat(RequestModel):
@@ -80,60 +95,65 @@ class ResponseFormat(RequestModel):
     grammar: str | None = None
 
 
+class ThinkingConfig(RequestModel):
+    """`thinking` (Fireworks, as Anthropic spells it): thinking on or off; a budget is refused."""
+
+    type: Literal["enabled", "disabled"]
+    budget_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
 class GenerationParams(RequestModel):
     """Fields of `chat.completions.create` and `completions.create` alike."""
 
     model: str
     context_length_exceeded_behavior: ContextLengthBehavior | None = None
-    echo: bool | None = None
-    echo_last: Annotated[int, Field(ge=0)] | None = None
+    echo: Flag | None = None
+    echo_last: Count | None = None
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
-    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
-    ignore_eos: bool | None = None
-    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    logprobs: bool | Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
-    max_tokens: Annotated[int, Field(ge=0)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=0)] | None = None
-    metadata: dict[str, str] | None = None
-    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    repetition_penalty: Annotated[StrictFloat, Field(gt=0.0, le=2.0)] | None = None
+    ignore_eos: Flag | None = None
+    logit_bias: LogitBias | None = None
+    logprobs: Flag | Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    max_tokens: Count | None = None
+    max_completion_tokens: Count | None = None
+    metadata: Metadata | None = None
+    min_p: Annotated[StrictFloat, Field(ge=0.0, le=1.0)] | None = None
     top_p: Probability | None = None
     typical_p: Probability | None = None
-    top_k: Annotated[int, Field(ge=0, le=MAX_TOP_K)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
-    perf_metrics_in_response: bool | None = None
-    prompt_cache_isolation_key: str | None = None
-    prompt_cache_key: str | None = None
-    raw_output: bool | None = None
-    return_token_ids: bool | None = None
-    seed: int | None = None
+    top_k: TopK | None = None
+    temperature: Annotated[StrictFloat, Field(ge=0.0, le=2.0)] | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
+    perf_metrics_in_response: Flag | None = None
+    prompt_cache_isolation_key: Identifier | None = None
+    prompt_cache_key: Identifier | None = None
+    raw_output: Flag | None = None
+    return_token_ids: Flag | None = None
+    seed: Seed | None = None
     service_tier: ServiceTier | None = None
-    stop: str | list[str] | None = None
-    stream: bool | None = None
+    stop: StopString | list[StopString] | None = None
+    stream: Flag | None = None
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Identifier | None = None
     response_format: ResponseFormat | None = None
+    prediction: PredictedOutput | str | None = None  # the expected output: drafts verified several per step
+    speculation: str | list[Annotated[int, Field(ge=0)]] | None = None  # Fireworks' raw form: text or token ids
 
     # declared so that they are known; only their neutral values pass (see `_UNSUPPORTED`)
     mirostat_lr: float | None = None
     mirostat_target: float | None = None
-    prediction: str | dict[str, Any] | None = None
-    speculation: str | list[int] | None = None
-    reasoning_effort: bool | int | str | None = None
     reasoning_history: str | None = None
-    thinking: dict[str, Any] | None = None
     prompt_cache_max_len: int | None = None
+
+    # whether the model thinks out loud: checked against its chat template (`serving/reasoning.py`)
+    reasoning_effort: Flag | Annotated[StrictInt, Field(ge=0)] | ReasoningEffort | None = None
+    thinking: ThinkingConfig | None = None
 
     _check_unsupported = field_validator(
         "mirostat_lr",
         "mirostat_target",
-        "prediction",
-        "speculation",
-        "reasoning_effort",
         "reasoning_history",
-        "thinking",
         "prompt_cache_max_len",
     )(reject_unsupported)
 
