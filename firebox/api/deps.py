@@ -23,6 +23,7 @@ __all__ = [
     "Authenticator",
     "Principal",
     "app_state",
+    "api_key",
     "bearer_token",
     "authenticate",
     "inference_context",
@@ -45,13 +46,19 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def api_key(request: Request) -> str | None:
+    """The bearer token, or Anthropic's `x-api-key` header (what the `anthropic` SDK sends)."""
+    return bearer_token(request) or request.headers.get("x-api-key", "").strip() or None
+
+
 async def authenticate(request: Request) -> Principal:
     """The caller's principal; 401 for a missing or unknown key (when keys are configured)."""
     state = app_state(request)
-    token = bearer_token(request)
+    token = api_key(request)
     principal = await state.authenticator.authenticate(token)
     if principal is None:
-        message = "Missing API key: send 'Authorization: Bearer <key>'" if token is None else "Invalid API key"
+        missing = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+        message = missing if token is None else "Invalid API key"
         raise AuthenticationError(message)
     request.state.principal = principal
     return principal

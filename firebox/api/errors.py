@@ -1,4 +1,5 @@
-"""Exceptions -> OpenAI-shaped error bodies `{"error": {"message", "type", "param", "code"}}`.
+"""Exceptions -> OpenAI-shaped error bodies `{"error": {"message", "type", "param", "code"}}`
+(on the Anthropic Messages routes, Anthropic's `{"type": "error", "error": {"type", "message"}}`).
 
 Validation errors are 400 (not FastAPI's 422) and name the field; unknown routes 404, wrong
 methods 405; serving and engine errors take their status from `serving.errors.status_of`;
@@ -20,6 +21,7 @@ from firebox.api.headers import REQUEST_ID
 from firebox.api.sse import ClientDisconnected
 from firebox.engine.types import EngineError, QueueFullError
 from firebox.protocol.common import ErrorDetail, ErrorResponse
+from firebox.protocol.messages import MessagesErrorResponse
 from firebox.serving.errors import RateLimitedError, ServingError, error_response, status_of
 from firebox.serving.run import CLIENT_CLOSED
 
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = "1"
 _FIELD = re.compile(r"[a-z_][a-z0-9_]*")
+_MESSAGES_PATH = re.compile(r"(/inference)?/v1/messages(/count_tokens)?/?")  # errors in Anthropic's shape there
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 _HTTP_ERRORS = {
     401: ("authentication_error", "UNAUTHENTICATED"),
@@ -41,7 +44,8 @@ def json_error(status: int, body: ErrorResponse, request: Request, headers: dict
     request_id = getattr(request.state, "request_id", None)
     if request_id is not None:
         headers[REQUEST_ID] = request_id
-    return Response(body.model_dump_json(), status_code=status, media_type="application/json", headers=headers)
+    shaped = MessagesErrorResponse.of(body.error) if _MESSAGES_PATH.fullmatch(request.url.path) else body
+    return Response(shaped.model_dump_json(), status_code=status, media_type="application/json", headers=headers)
 
 
 def field_path(loc: tuple[Any, ...]) -> str | None:
