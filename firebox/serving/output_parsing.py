@@ -8,6 +8,7 @@ for a non-streamed answer, so both agree.
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,10 +46,17 @@ class ParsedDelta:
         return self
 
 
+class ReasoningState(enum.Enum):
+    NONE = "none"  # no thinking (yet)
+    THINKING = "thinking"  # inside it
+    DONE = "done"  # closed: the answer follows
+
+
 class OutputParser(Protocol):
     """One choice's parser, fed its text in order."""
 
     calls: list[ToolCall]  # the complete calls so far
+    reasoning_state: ReasoningState
 
     def feed(self, text: str) -> ParsedDelta:
         """What `text` (appended to what came before) adds; held-back text comes later."""
@@ -70,11 +78,14 @@ def held_back_length(text: str, tag: str) -> int:
 class ToolCallParser:
     """Content and tool calls of one choice, in a model family's `ToolFormat`."""
 
+    reasoning_state = ReasoningState.NONE
+
     def __init__(self, fmt: ToolFormat) -> None:
         self._fmt = fmt
         self._buffer = ""
         self._in_call = False
         self._blank_after_call = ""  # whitespace after a call: content only if text follows it
+        self._is_text = False  # (formats whose calls open the output) this output is text
         self.calls: list[ToolCall] = []
 
     def feed(self, text: str) -> ParsedDelta:
@@ -97,6 +108,8 @@ class ToolCallParser:
     def _step(self, out: ParsedDelta) -> bool:
         """Consume what can be decided now; True if more may follow in the buffer."""
         fmt = self._fmt
+        if not self._in_call and fmt.opens_output:
+            return self._step_opening(out)
         if not self._in_call:
             start = self._buffer.find(fmt.open_tag)
             if start < 0:
@@ -113,6 +126,25 @@ class ToolCallParser:
         self._take_block(self._buffer[:end], out)
         self._buffer = self._buffer[end + len(fmt.close_tag) :]
         self._in_call = False
+        return True
+
+    def _step_opening(self, out: ParsedDelta) -> bool:
+        """Calls with no tag are the whole output: its first characters decide, held back till then."""
+        fmt = self._fmt
+        if self._is_text:
+            self._emit_text(self._buffer, out)
+            self._buffer = ""
+            return False
+        head = self._buffer.lstrip()
+        if fmt.lead_in and head.startswith(fmt.lead_in):
+            head = head[len(fmt.lead_in) :].lstrip()
+        if head.startswith(fmt.open_tag):
+            self._buffer = head[len(fmt.open_tag) :]
+            self._in_call = True
+            return True
+        if fmt.open_tag.startswith(head) or fmt.lead_in.startswith(self._buffer.lstrip()):
+            return False  # may still open a call
+        self._is_text = True
         return True
 
     def _emit_text(self, text: str, out: ParsedDelta, final: bool = False) -> None:
@@ -138,3 +170,95 @@ class ToolCallParser:
             tool_call = ToolCall(new_call_id(), call["name"], text)
             out.tool_calls.append(ToolCallDelta(len(self.calls), tool_call.id, tool_call.name, tool_call.arguments))
             self.calls.append(tool_call)
+
+
+class ContentParser:
+    """All text is content: the answer of a thinking model that has no tools to call."""
+
+    reasoning_state = ReasoningState.NONE
+
+    def __init__(self) -> None:
+        self.calls: list[ToolCall] = []
+
+    def feed(self, text: str) -> ParsedDelta:
+        return ParsedDelta(content=text)
+
+    def finish(self) -> ParsedDelta:
+        return ParsedDelta()
+
+
+class ReasoningParser:
+    """A thinking model's output: the thinking (between the tags) to `reasoning`, the answer after
+    it to `inner` (content and tool calls). The thinking is either opened by the prompt or by the
+    output's first characters; whitespace around the thinking and before the answer is dropped."""
+
+    def __init__(self, inner: OutputParser, opened: bool, open_tag: str, close_tag: str) -> None:
+        self._inner = inner
+        self._open_tag, self._close_tag = open_tag, close_tag
+        self._buffer = ""
+        self._state = "thinking" if opened else "start"  # start | thinking | after | answer
+        self._thought = False  # some thinking was sent (leading whitespace is dropped before it)
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        return self._inner.calls
+
+    @property
+    def reasoning_state(self) -> ReasoningState:
+        states = {"thinking": ReasoningState.THINKING, "after": ReasoningState.DONE, "answer": ReasoningState.DONE}
+        return states.get(self._state, ReasoningState.NONE)
+
+    def feed(self, text: str) -> ParsedDelta:
+        self._buffer += text
+        out = ParsedDelta()
+        while self._step(out, final=False):
+            pass
+        return out
+
+    def finish(self) -> ParsedDelta:
+        out = ParsedDelta()
+        while self._step(out, final=True):
+            pass
+        if self._state == "thinking":  # cut off while thinking (max_tokens)
+            out.reasoning += self._buffer.rstrip()
+        self._buffer = ""
+        return out.add(self._inner.finish())
+
+    def _step(self, out: ParsedDelta, final: bool) -> bool:
+        """Consume what can be decided now; True if the state changed and more may follow."""
+        if self._state == "start":
+            head = self._buffer.lstrip()
+            if head.startswith(self._open_tag):
+                self._buffer, self._state = head[len(self._open_tag) :], "thinking"
+            elif self._open_tag.startswith(head) and not final:
+                return False  # may still open the thinking
+            else:
+                self._state = "answer"  # no thinking: all of it is the answer, as written
+            return True
+        if self._state == "thinking":
+            return self._step_thinking(out)
+        if self._state == "after":
+            if not self._buffer.strip():
+                return False
+            self._buffer, self._state = self._buffer.lstrip(), "answer"
+        out.add(self._inner.feed(self._buffer))
+        self._buffer = ""
+        return False
+
+    def _step_thinking(self, out: ParsedDelta) -> bool:
+        if not self._thought:
+            self._buffer = self._buffer.lstrip()
+        end = self._buffer.find(self._close_tag)
+        if end >= 0:
+            self._send_thinking(self._buffer[:end].rstrip(), out)
+            self._buffer, self._state = self._buffer[end + len(self._close_tag) :], "after"
+            return True
+        sendable = self._buffer[: len(self._buffer) - held_back_length(self._buffer, self._close_tag)]
+        text = sendable.rstrip()  # trailing whitespace waits: it is dropped if the close tag follows
+        self._send_thinking(text, out)
+        self._buffer = self._buffer[len(text) :]
+        return False
+
+    def _send_thinking(self, text: str, out: ParsedDelta) -> None:
+        out.reasoning += text
+        self._thought = self._thought or bool(text)

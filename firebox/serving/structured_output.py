@@ -8,9 +8,10 @@ loop, and its refusal comes back as a 400 before the first token (`serving/run.p
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from firebox.engine.types import GrammarSyntax, StructuredOutputSpec
+from firebox.engine.types import COMPACT_JSON_OPTIONS, GrammarSyntax, StructuredOutputSpec
 from firebox.protocol.params import JsonSchemaDocument, ResponseFormat
 from firebox.serving.errors import InvalidRequestError
 
@@ -53,6 +54,48 @@ def json_schema_spec(schema: dict[str, Any]) -> StructuredOutputSpec:
     """A schema's spec, objects closed as Fireworks closes them; canonical text, so that the same
     schema sent twice hits the engine's grammar cache."""
     return StructuredOutputSpec(GrammarSyntax.JSON_SCHEMA, json.dumps(close_objects(schema), sort_keys=True))
+
+
+def json_lark(schema: dict[str, Any]) -> str:
+    """A JSON schema embedded in Lark, written compactly as the rest of firebox's JSON."""
+    return "%json " + json.dumps({**schema, "x-guidance": COMPACT_JSON_OPTIONS})
+
+
+def after_thinking(spec: StructuredOutputSpec, opened: bool, open_tag: str, close_tag: str) -> StructuredOutputSpec:
+    """`spec` on the answer only, after free thinking: `open_tag` (unless the prompt `opened` it), any
+    text through the first `close_tag` (one lazy lexeme), blank space, then the answer. The rules
+    have prefixed names: a user's grammar may well have an `answer`."""
+    thinking = "fb_thinking FB_BLANK" if opened else f"({json.dumps(open_tag)} fb_thinking FB_BLANK)?"
+    return StructuredOutputSpec(
+        GrammarSyntax.LARK,
+        "%llguidance {}\n"
+        f"start: {thinking} fb_answer\n"
+        f"fb_thinking[lazy]: /(.|\\n)*{_lark_regex(close_tag)}/\n"
+        "FB_BLANK: /\\s*/\n" + _answer(spec),
+    )
+
+
+def _answer(spec: StructuredOutputSpec) -> str:
+    """Lark rules whose `fb_answer` is `spec`."""
+    match spec.syntax:
+        case GrammarSyntax.JSON_SCHEMA:
+            return f"fb_answer: {json_lark(json.loads(spec.source))}\n"
+        case GrammarSyntax.REGEX:
+            return f"fb_answer: /{_slashes_escaped(spec.source)}/\n"
+        case GrammarSyntax.GBNF:
+            from llguidance.gbnf_to_lark import any_to_lark  # here only: serving needs llguidance nowhere else
+
+            return _answer(StructuredOutputSpec(GrammarSyntax.LARK, any_to_lark(spec.source)))
+    lines = [line for line in spec.source.splitlines() if line.strip() != "%llguidance {}"]
+    return re.sub(r"^start(\s*):", r"fb_answer\1:", "\n".join(lines), flags=re.M) + "\n"
+
+
+def _lark_regex(text: str) -> str:
+    return _slashes_escaped(re.escape(text))
+
+
+def _slashes_escaped(regex: str) -> str:
+    return regex.replace("/", "\\/")
 
 
 def close_objects(schema: Any) -> Any:

@@ -1,27 +1,38 @@
 """How a model family writes tool calls: the tags around them, the grammar that enforces them,
 how to read them back, and how past calls are written into a prompt.
 
-Each format is a small class registered by name; `format_for_template` picks one from what the
-model's chat template writes (or the catalog names one). The grammar of a request with tools:
+Each format is a small class registered by name; `format_for_template` picks the first whose
+marker the model's chat template contains (or the catalog names one). The grammar of a request
+with tools:
 - `required` / a named function: the whole output is the calls (open tag, calls, close tag);
 - `auto`: free text, until the model writes the open tag: from there the rest of the call is
-  forced (a lazy trigger in llguidance's Lark), so arguments always parse and match the schema.
-A call's JSON is `{"name": <one of the tools>, "arguments": <that tool's parameters>}`, the names
-and schemas enforced by the grammar.
+  forced, so arguments always parse and match the schema. A text tag is a lazy trigger in
+  llguidance's Lark; a tag the tokenizer has as a special token (Mistral's `[TOOL_CALLS]`) is that
+  token, which text can never match, so no trigger is needed (and the request keeps special
+  tokens in its text, for the parser to see the tag).
+- Llama 3's calls have no tag: they are the whole output, a JSON object. In `auto` the output is
+  a call exactly when it opens with `{` (free text may not start with `{` or whitespace), as
+  llguidance's own Llama 3.1 example does; later braces are text.
+A call's JSON is `{"name": <one of the tools>, "arguments": <that tool's parameters>}` (Llama:
+`"parameters"`), the names and schemas enforced by the grammar.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from firebox.engine.types import COMPACT_JSON_OPTIONS, GrammarSyntax, StructuredOutputSpec
-from firebox.serving.structured_output import close_objects
+from firebox.engine.types import GrammarSyntax, StructuredOutputSpec
+from firebox.loader.tokenizer import Tokenizer
+from firebox.serving.structured_output import close_objects, json_lark
 from firebox.serving.tools.calling import ChoiceMode, FunctionTool, ToolCalling
 
 CallJson = dict[str, Any]  # {"name": str, "arguments": dict}
+TagLark = Callable[[str], str]  # a tag as Lark: its text, or its special token
+FREE_TEXT = "TEXT: /(.|\\n)*/\n"
 
 
 class ToolFormat(ABC):
@@ -29,10 +40,13 @@ class ToolFormat(ABC):
     open_tag: ClassVar[str]  # what starts the calls
     close_tag: ClassVar[str | None]  # what ends them; None: they run to the end of the output
     repeats: ClassVar[bool] = False  # parallel calls are several tagged blocks (else one block holds a list)
+    opens_output: ClassVar[bool] = False  # no tag: calls are an output that opens with `open_tag`, their first character
+    lead_in: ClassVar[str] = ""  # dropped before calls that open the output (Llama's `<|python_tag|>`)
+    template_markers: ClassVar[tuple[str, ...]] = ()  # text that says a chat template writes this format
 
     @abstractmethod
-    def calls_grammar(self, tools: Sequence[FunctionTool], parallel: bool) -> str:
-        """Lark for what follows the open tag, through the close tag."""
+    def calls_grammar(self, tools: Sequence[FunctionTool], parallel: bool, tag: TagLark) -> str:
+        """Lark for what follows the open tag, through the close tag (written with `tag`)."""
 
     @abstractmethod
     def parse_block(self, body: str) -> list[CallJson]:
@@ -46,39 +60,57 @@ class ToolFormat(ABC):
     def instructions(self) -> str:
         """How to call, for firebox's default tool prompt."""
 
-    def grammar(self, calling: ToolCalling) -> StructuredOutputSpec:
-        body = self.calls_grammar(calling.callable_tools, calling.parallel)
-        open_tag = json.dumps(self.open_tag)
-        if calling.mode is ChoiceMode.AUTO:
+    def special_tags(self, tokenizer: Tokenizer | None) -> dict[str, int]:
+        """The tags the tokenizer has as special tokens, by id (the detokenizer drops those unless told)."""
+        if tokenizer is None:
+            return {}
+        tags = [t for t in (self.open_tag, self.close_tag) if t and not self.opens_output]
+        ids = {tag: tokenizer.token_to_id(tag) for tag in tags}
+        return {tag: i for tag, i in ids.items() if i is not None and i in tokenizer.special_token_ids}
+
+    def grammar(self, calling: ToolCalling, tokenizer: Tokenizer | None = None) -> StructuredOutputSpec:
+        special = self.special_tags(tokenizer)
+
+        def tag(text: str) -> str:
+            return f"<[{special[text]}]>" if text in special else json.dumps(text)
+
+        body = self.calls_grammar(calling.callable_tools, calling.parallel, tag)
+        if self.opens_output:
+            lark = _opening_grammar(body, calling.mode, self.open_tag)
+        elif calling.mode is not ChoiceMode.AUTO:
+            lark = f"start: {tag(self.open_tag)} {body}\n"
+        elif self.open_tag in special:  # text never matches a special token: no trigger needed
+            lark = f"start: TEXT | TEXT {tag(self.open_tag)} calls\ncalls: {body}\n{FREE_TEXT}"
+        else:
             lark = (
                 "%llguidance {}\n"
                 "start: TEXT | call_trigger calls\n"
-                f"call_trigger[lazy]: TEXT {open_tag}\n"
-                f"calls: {body}\n"
-                "TEXT: /(.|\\n)*/\n"
+                f"call_trigger[lazy]: TEXT {tag(self.open_tag)}\n"
+                f"calls: {body}\n{FREE_TEXT}"
             )
-        else:
-            lark = f"start: {open_tag} {body}\n"
         return StructuredOutputSpec(GrammarSyntax.LARK, lark)
 
 
-def call_schema(tool: FunctionTool) -> dict[str, Any]:
+def _opening_grammar(body: str, mode: ChoiceMode, open_tag: str) -> str:
+    """Calls with no tag: the whole output; in `auto`, or text that does not open like one."""
+    if mode is not ChoiceMode.AUTO:
+        return f"start: {body}\n"
+    not_a_call = f"[^{re.escape(open_tag[0])}\\s]"
+    return f"start: TEXT | calls\ncalls: {body}\nTEXT: /({not_a_call}(.|\\n)*)?/\n"
+
+
+def call_schema(tool: FunctionTool, arguments_key: str = "arguments") -> dict[str, Any]:
     """The JSON of one call of `tool`: its name, and arguments matching its parameters."""
     return {
         "type": "object",
-        "properties": {"name": {"const": tool.name}, "arguments": close_objects(tool.parameters)},
-        "required": ["name", "arguments"],
+        "properties": {"name": {"const": tool.name}, arguments_key: close_objects(tool.parameters)},
+        "required": ["name", arguments_key],
         "additionalProperties": False,
     }
 
 
-def json_lark(schema: dict[str, Any]) -> str:
-    """A JSON schema embedded in Lark, written compactly as the rest of firebox's JSON."""
-    return "%json " + json.dumps({**schema, "x-guidance": COMPACT_JSON_OPTIONS})
-
-
-def any_call_schema(tools: Sequence[FunctionTool]) -> dict[str, Any]:
-    schemas = [call_schema(t) for t in tools]
+def any_call_schema(tools: Sequence[FunctionTool], arguments_key: str = "arguments") -> dict[str, Any]:
+    schemas = [call_schema(t, arguments_key) for t in tools]
     return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
 
 
@@ -94,6 +126,11 @@ def _parse_call(value: Any) -> CallJson:
     return {"name": value["name"], "arguments": arguments}
 
 
+def _parse_list(body: str) -> list[CallJson]:
+    value = json.loads(body)
+    return [_parse_call(item) for item in (value if isinstance(value, list) else [value])]
+
+
 class JsonListFormat(ToolFormat):
     """firebox's default (SmolLM2 was trained on it): `<tool_call>[{"name": ..., "arguments": {...}}]</tool_call>`."""
 
@@ -101,12 +138,11 @@ class JsonListFormat(ToolFormat):
     open_tag = "<tool_call>"
     close_tag = "</tool_call>"
 
-    def calls_grammar(self, tools: Sequence[FunctionTool], parallel: bool) -> str:
-        return f"{json_lark(call_list_schema(tools, parallel))} {json.dumps(self.close_tag)}"
+    def calls_grammar(self, tools: Sequence[FunctionTool], parallel: bool, tag: TagLark) -> str:
+        return f"{json_lark(call_list_schema(tools, parallel))} {tag(self.close_tag or '')}"
 
     def parse_block(self, body: str) -> list[CallJson]:
-        value = json.loads(body)
-        return [_parse_call(item) for item in (value if isinstance(value, list) else [value])]
+        return _parse_list(body)
 
     def render_calls(self, calls: Sequence[CallJson]) -> str:
         return f"{self.open_tag}{json.dumps(list(calls))}{self.close_tag}"
@@ -126,12 +162,13 @@ class HermesFormat(ToolFormat):
     open_tag = "<tool_call>"
     close_tag = "</tool_call>"
     repeats = True
+    template_markers = ("<tool_call>",)
 
-    def calls_grammar(self, tools: Sequence[FunctionTool], parallel: bool) -> str:
-        call = f'"\\n" {json_lark(any_call_schema(tools))} "\\n" {json.dumps(self.close_tag)}'
+    def calls_grammar(self, tools: Sequence[FunctionTool], parallel: bool, tag: TagLark) -> str:
+        call = f'"\\n" {json_lark(any_call_schema(tools))} "\\n" {tag(self.close_tag or "")}'
         if not parallel:
             return call
-        return f'{call} ("\\n" {json.dumps(self.open_tag)} {call})*'
+        return f'{call} ("\\n" {tag(self.open_tag)} {call})*'
 
     def parse_block(self, body: str) -> list[CallJson]:
         return [_parse_call(json.loads(body))]
@@ -146,7 +183,70 @@ class HermesFormat(ToolFormat):
         )
 
 
-FORMATS: dict[str, type[ToolFormat]] = {cls.name: cls for cls in (JsonListFormat, HermesFormat)}
+class MistralFormat(ToolFormat):
+    """Mistral (v3 tokenizer and later): `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]`, the
+    list running to the end of the output. `[TOOL_CALLS]` is a special token in Mistral's tokenizers."""
+
+    name = "mistral"
+    open_tag = "[TOOL_CALLS]"
+    close_tag = None
+    template_markers = ("[TOOL_CALLS]",)
+
+    def calls_grammar(self, tools: Sequence[FunctionTool], parallel: bool, tag: TagLark) -> str:
+        return f'" "? {json_lark(call_list_schema(tools, parallel))}'  # the templates write "[TOOL_CALLS] ["
+
+    def parse_block(self, body: str) -> list[CallJson]:
+        return _parse_list(body)
+
+    def render_calls(self, calls: Sequence[CallJson]) -> str:
+        return f"{self.open_tag} {json.dumps(list(calls))}"
+
+    def instructions(self) -> str:
+        return (
+            "To call functions, reply with only [TOOL_CALLS] followed by the calls as a JSON list:\n"
+            '[TOOL_CALLS] [{"name": "<function name>", "arguments": {<arguments as a JSON object>}}]'
+        )
+
+
+class Llama3JsonFormat(ToolFormat):
+    """Llama 3.1 / 3.2 / 3.3 JSON tool calling: the whole output is `{"name": ..., "parameters": {...}}`,
+    possibly after `<|python_tag|>`; parallel calls are separated by `; ` (as vLLM reads them)."""
+
+    name = "llama3_json"
+    open_tag = "{"
+    close_tag = None
+    opens_output = True
+    lead_in = "<|python_tag|>"
+    template_markers = ("<|python_tag|>", "Environment: ipython")
+
+    def calls_grammar(self, tools: Sequence[FunctionTool], parallel: bool, tag: TagLark) -> str:
+        call = json_lark(any_call_schema(tools, "parameters"))
+        return f'{call} ("; " {call})*' if parallel else call
+
+    def parse_block(self, body: str) -> list[CallJson]:
+        text, decoder, calls = self.open_tag + body, json.JSONDecoder(), []  # the tag is the JSON's brace
+        position = 0
+        while position < len(text):
+            value, position = decoder.raw_decode(text, position)
+            calls.append(_parse_call(value))
+            position = len(text) - len(text[position:].lstrip().removeprefix(";").lstrip())
+        return calls
+
+    def render_calls(self, calls: Sequence[CallJson]) -> str:
+        return "; ".join(json.dumps({"name": c["name"], "parameters": c["arguments"]}) for c in calls)
+
+    def instructions(self) -> str:
+        return (
+            "To call a function, reply with only a JSON object, nothing before it:\n"
+            '{"name": "<function name>", "parameters": {<arguments as a JSON object>}}\n'
+            "Separate several calls with '; '. If no function fits, answer in plain text."
+        )
+
+
+# Registration order is detection order: the first format whose marker a template contains.
+FORMATS: dict[str, type[ToolFormat]] = {
+    cls.name: cls for cls in (HermesFormat, MistralFormat, Llama3JsonFormat, JsonListFormat)
+}
 DEFAULT_FORMAT = JsonListFormat.name
 
 
@@ -157,9 +257,13 @@ def tool_format(name: str) -> ToolFormat:
         raise ValueError(f"unknown tool call format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
 
 
-def format_for_template(chat_template: str | None) -> ToolFormat:
-    """The format a chat template writes its calls in; firebox's default where it writes none."""
+def format_for_template(chat_template: str | None, name: str | None = None) -> ToolFormat:
+    """The format named (a catalog setting), else the one a chat template writes its calls in,
+    else firebox's default."""
+    if name is not None:
+        return tool_format(name)
     template = chat_template or ""
-    if "<tool_call>" in template:
-        return HermesFormat()
-    return JsonListFormat()
+    for cls in FORMATS.values():
+        if any(marker in template for marker in cls.template_markers):
+            return cls()
+    return tool_format(DEFAULT_FORMAT)
