@@ -143,7 +143,25 @@ def test_usage_api_and_metrics_after_a_short_load(served: Served) -> None:
     key_ids = {served.platform.keys.find_by_key(k).key_id: n for n, k in keys.items()}
     assert {key_ids[row["key"]]: row["requests"] for row in by_key} == {"k1": 4, "k2": 2}
 
-    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{served.url}/metrics").text)}
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{served.url}/metrics", headers=admin).text)}
     success = {(s.labels["model_name"], s.labels["finished_reason"]): s.value
                for s in families["firebox:request_success"].samples if s.name.endswith("_total")}  # fmt: skip
     assert success[(PUBLIC, "length")] == 5 and success[(PRIVATE, "length")] == 1
+
+
+def _metric_models(url: str, headers: dict[str, str]) -> set[str]:
+    text = httpx.get(f"{url}/metrics", headers=headers).text
+    return {s.labels["model_name"] for f in text_string_to_metric_families(text) for s in f.samples
+            if "model_name" in s.labels}  # fmt: skip
+
+
+def test_health_and_metrics_name_private_models_only_to_their_account(served: Served) -> None:
+    acme, rival = served.key("acme"), served.key("rival")
+    for headers in ({}, {"Authorization": f"Bearer {rival}"}, {"Authorization": "Bearer not-a-key"}):
+        assert httpx.get(f"{served.url}/health", headers=headers).json()["models"] == [PUBLIC]
+        assert _metric_models(served.url, headers) == {PUBLIC}
+    for key in (acme, ADMIN_KEY):
+        headers = {"Authorization": f"Bearer {key}"}
+        assert set(httpx.get(f"{served.url}/health", headers=headers).json()["models"]) == {PUBLIC, PRIVATE}
+        assert _metric_models(served.url, headers) == {PUBLIC, PRIVATE}

@@ -1,4 +1,5 @@
-"""`GET /health`: 200 while serving, 503 once shutting down (no auth, for load balancers)."""
+"""`GET /health`: 200 while serving, 503 once shutting down (no auth, for load balancers). The
+models listed are those the caller may see: public ones, and with a key its account's own."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from firebox.api.deps import app_state
+from firebox.api.visibility import visible_model_names
 
 router = APIRouter(tags=["health"])
 
@@ -15,4 +17,6 @@ async def health(request: Request) -> JSONResponse:
     state = app_state(request)
     if state.lifecycle.is_draining:
         return JSONResponse({"status": "shutting down"}, status_code=503)
-    return JSONResponse({"status": "ok", "models": [m.name for m in state.registry]})
+    is_visible = await visible_model_names(request)
+    names = [m.name for m in state.registry if is_visible is None or is_visible(m.name)]
+    return JSONResponse({"status": "ok", "models": names})
