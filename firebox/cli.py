@@ -144,6 +144,17 @@ def serve(
     engine_process: Annotated[
         bool, typer.Option(help="Run each engine in its own process (else on a thread of the server).")
     ] = True,
+    max_request_bytes: Annotated[
+        int, typer.Option(help="Largest request body in bytes; a larger one is answered 413 unread.")
+    ] = ServerConfig.max_request_bytes,
+    allowed_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-hosts",
+            help="Host names the server answers besides localhost and --host (repeatable or comma-separated; "
+            "'*': any). Others get 400, against DNS rebinding.",
+        ),
+    ] = None,
 ) -> None:
     """Serve models over the Fireworks/OpenAI-compatible HTTP API."""
     if catalog_file is not None and model:
@@ -157,7 +168,9 @@ def serve(
         )  # fmt: skip
         server = ServerConfig(
             host=host, port=port, api_keys=tuple(k for k in api_key or [] if k), catalog_path=catalog_file,
-            engine_process=engine_process, **({"data_dir": data_dir} if data_dir is not None else {}),
+            engine_process=engine_process, max_request_bytes=max_request_bytes,
+            allowed_hosts=tuple(h for spec in allowed_hosts or [] for h in spec.split(",") if h.strip()),
+            **({"data_dir": data_dir} if data_dir is not None else {}),
         )  # fmt: skip
         config = build_server_config(model or [DEFAULT_MODEL_SOURCE], engine, server)
     except ValueError as exc:

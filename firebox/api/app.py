@@ -1,8 +1,9 @@
 """`create_app()`: the FastAPI application over a model registry.
 
 Inference routes are served under both `/v1` (the `fireworks-ai` SDK with a base URL) and
-`/inference/v1` (the `openai` SDK); tokenize also at the root, as vLLM has it. The app does not
-own the engines: whoever built the registry starts and stops them (`firebox serve`).
+`/inference/v1` (the `openai` SDK; the `anthropic` SDK's base URL is `/inference`); tokenize also
+at the root, as vLLM has it. The app does not own the engines: whoever built the registry starts
+and stops them (`firebox serve`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from collections.abc import Sequence
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from firebox.api.body_limit import BodySizeLimit
 from firebox.api.errors import install_error_handlers
-from firebox.api.routes import chat, completions, health, models, responses, tokenize
+from firebox.api.hosts import AllowedHosts, allowed_host_names
+from firebox.api.routes import chat, completions, health, messages, models, responses, tokenize
 from firebox.api.state import AppState, Lifecycle, RateLimiter
 from firebox.config import ServerConfig
 from firebox.serving.auth import Authenticator, StaticKeyAuthenticator
 from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
+from firebox.serving.messages import MessagesService
 from firebox.serving.records import CompletionCallback, RequestRecorder
 from firebox.serving.registry import ModelRegistry
 from firebox.serving.response_store_interface import InMemoryResponseStore, ResponseStore
@@ -80,14 +84,19 @@ def create_app(
         lifecycle=lifecycle or Lifecycle(),
         rate_limiter=rate_limiter,
         responses=ResponsesService(recorder, response_store or InMemoryResponseStore()),
+        messages=MessagesService(recorder),
     )
     for prefix in INFERENCE_PREFIXES:
-        for router in (chat.router, completions.router, responses.router, models.router, tokenize.router):
+        inference = (chat.router, completions.router, responses.router, messages.router, models.router, tokenize.router)
+        for router in inference:
             app.include_router(router, prefix=prefix)
     app.include_router(tokenize.router)
     app.include_router(health.router)
     for router in extra_routers:
         app.include_router(router)
     install_error_handlers(app)
+    limits = config or ServerConfig()
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_request_bytes)
+    app.add_middleware(AllowedHosts, hosts=allowed_host_names(limits.host, limits.allowed_hosts))
     app.add_middleware(_RequestScope)
     return app

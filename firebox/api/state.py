@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from firebox.serving.auth import Authenticator
 from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
+from firebox.serving.messages import MessagesService
 from firebox.serving.registry import ModelRegistry
 from firebox.serving.responses import ResponsesService
 
@@ -33,6 +34,7 @@ class AppState:
     authenticator: Authenticator
     chat: ChatService
     completions: CompletionService
+    messages: MessagesService
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     rate_limiter: RateLimiter | None = None
     responses: ResponsesService | None = None
