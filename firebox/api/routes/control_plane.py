@@ -182,7 +182,7 @@ def control_plane_router(accounts: AccountStore, keys: KeyStore, authenticator: 
     """Routes under `/v1/accounts`; `authenticator` resolves the bearer key of each request."""
     plane = _ControlPlane(accounts, keys, authenticator)
     router = APIRouter(route_class=PlatformRoute, tags=["control plane"])
-    caller = Depends(principal_dependency(authenticator))
+    caller = Depends(principal_dependency(authenticator, refuse_open=True))
     _account_routes(router, plane, caller)
     _user_routes(router, plane, caller)
     _key_routes(router, plane, caller)

@@ -68,7 +68,7 @@ def deployment_json(view: DeploymentView) -> dict[str, Any]:
 
 def deployments_router(control: DeploymentControl, authenticator: Authenticator) -> APIRouter:
     router = APIRouter(route_class=PlatformRoute, tags=["deployments"])
-    caller = Depends(principal_dependency(authenticator))
+    caller = Depends(principal_dependency(authenticator, refuse_open=True))
     _collection_routes(router, control, caller)
     _custom_method_routes(router, control, caller)  # before `/{id}`: "d1:scale" would match it too
     _item_routes(router, control, caller)

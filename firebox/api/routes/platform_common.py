@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -61,16 +62,32 @@ class PlatformRoute(APIRoute):
         return handle
 
 
-def principal_dependency(authenticator: Authenticator) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
-    """A FastAPI dependency: the request's principal, or a 401."""
+OPEN_SERVER_REFUSAL = (
+    "this server runs open (no API key configured), so it takes no control-plane requests: "
+    "create a key with `firebox keys create` or start it with --api-key"
+)
+
+
+def principal_dependency(
+    authenticator: Authenticator, *, refuse_open: bool = False
+) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
+    """A FastAPI dependency: the request's principal, or a 401. With `refuse_open` (accounts, keys,
+    deployments), an open server answers 403: anyone who can reach it would be its admin."""
 
     async def current_principal(request: Request) -> Principal:
         principal = await authenticator.authenticate(bearer_token(request))
         if principal is None:
             raise UnauthenticatedError("invalid or missing API key")
+        if refuse_open and principal.is_admin and await _is_open(authenticator):
+            raise PermissionDeniedError(OPEN_SERVER_REFUSAL)
         return principal
 
     return current_principal
+
+
+async def _is_open(authenticator: Authenticator) -> bool:
+    is_open = getattr(authenticator, "is_open", None)  # blocking on the platform's database
+    return is_open is not None and await asyncio.to_thread(is_open)
 
 
 def paginate(items: Sequence[T], page_size: int | None, page_token: str | None) -> tuple[list[T], str]:
