@@ -32,7 +32,7 @@ from firebox.protocol.response_events import (
     TextDeltaEvent,
     TextDoneEvent,
 )
-from firebox.protocol.responses import OutputMessage, ResponseObject
+from firebox.protocol.responses import OutputItem, OutputMessage, ResponseObject
 from firebox.serving.response_body import ResponseBuilder, delta_logprobs
 from firebox.serving.response_store_interface import ResponseStore, completed_future
 from firebox.serving.run import GenerationRun
@@ -132,29 +132,24 @@ class _ItemEvents:
             yield from self._call(self._builder.add_call(call))
 
     def text(self, text: str, logprobs: list[DeltaLogprob] | None = None) -> Iterator[ResponseEvent]:
-        builder, seq = self._builder, self._seq
-        index, is_new = builder.add_text(text)
-        item = builder.opened_item(index)
+        index, is_new = self._builder.add_text(text)
+        item = self._builder.opened_item(index)
+        at = {"item_id": item.id, "output_index": index}
         if is_new:
             self._open = index
-            yield OutputItemEvent(type="response.output_item.added", sequence_number=next(seq), output_index=index, item=item)
-            yield ContentPartEvent(
-                type="response.content_part.added", sequence_number=next(seq), item_id=item.id, output_index=index,
-                part=builder.text_part("", with_logprobs=False),
-            )  # fmt: skip
+            yield self._item_event("response.output_item.added", index, item)
+            part = self._builder.text_part("", with_logprobs=False)
+            yield ContentPartEvent(type="response.content_part.added", sequence_number=next(self._seq), **at, part=part)
         if text or logprobs:
-            yield TextDeltaEvent(
-                sequence_number=next(seq), item_id=item.id, output_index=index, delta=text, logprobs=logprobs or []
-            )
+            yield TextDeltaEvent(sequence_number=next(self._seq), **at, delta=text, logprobs=logprobs or [])
 
     def _call(self, index: int) -> Iterator[ResponseEvent]:
-        seq, item = self._seq, self._builder.call_item(index)
-        opened = self._builder.opened_item(index)
-        yield OutputItemEvent(type="response.output_item.added", sequence_number=next(seq), output_index=index, item=opened)
-        arguments = item.arguments
-        yield ArgumentsDeltaEvent(sequence_number=next(seq), item_id=item.id, output_index=index, delta=arguments)
-        yield ArgumentsDoneEvent(sequence_number=next(seq), item_id=item.id, output_index=index, arguments=arguments)
-        yield OutputItemEvent(type="response.output_item.done", sequence_number=next(seq), output_index=index, item=item)
+        item = self._builder.call_item(index)
+        at = {"item_id": item.id, "output_index": index}
+        yield self._item_event("response.output_item.added", index, self._builder.opened_item(index))
+        yield ArgumentsDeltaEvent(sequence_number=next(self._seq), **at, delta=item.arguments)
+        yield ArgumentsDoneEvent(sequence_number=next(self._seq), **at, arguments=item.arguments)
+        yield self._item_event("response.output_item.done", index, item)
 
     def closing(self, final: ResponseObject) -> Iterator[ResponseEvent]:
         """The open message's end, as the final body has it."""
@@ -162,16 +157,16 @@ class _ItemEvents:
             yield from self._close_message(self._builder.message_item(self._open, final.status))
 
     def _close_message(self, item: OutputMessage) -> Iterator[ResponseEvent]:
-        seq, index, part = self._seq, self._open, item.content[0]
+        index, part = self._open, item.content[0]
         self._open = None
-        yield TextDoneEvent(
-            sequence_number=next(seq), item_id=item.id, output_index=index, text=part.text,
-            logprobs=delta_logprobs(part.logprobs),
-        )  # fmt: skip
-        yield ContentPartEvent(
-            type="response.content_part.done", sequence_number=next(seq), item_id=item.id, output_index=index, part=part
-        )
-        yield OutputItemEvent(type="response.output_item.done", sequence_number=next(seq), output_index=index, item=item)
+        at = {"item_id": item.id, "output_index": index}
+        logprobs = delta_logprobs(part.logprobs)
+        yield TextDoneEvent(sequence_number=next(self._seq), **at, text=part.text, logprobs=logprobs)
+        yield ContentPartEvent(type="response.content_part.done", sequence_number=next(self._seq), **at, part=part)
+        yield self._item_event("response.output_item.done", index, item)
+
+    def _item_event(self, kind: str, index: int, item: OutputItem) -> OutputItemEvent:
+        return OutputItemEvent(type=kind, sequence_number=next(self._seq), output_index=index, item=item)
 
 
 class _CloseGuard:

@@ -169,7 +169,8 @@ def chat_messages(instructions: str | None, items: Sequence[dict[str, Any]]) -> 
 
 
 def _add_call(messages: list[dict[str, Any]], item: dict[str, Any]) -> None:
-    call = {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
+    function = {"name": item["name"], "arguments": item["arguments"]}
+    call = {"id": item["call_id"], "type": "function", "function": function}
     if messages and messages[-1]["role"] == "assistant":
         messages[-1].setdefault("tool_calls", []).append(call)
     else:  # no content key: as chat passes an assistant message that only calls

@@ -108,6 +108,21 @@ def test_three_turn_conversation_answers_about_the_first_turn(stored) -> None:
     assert items.data[1].id == first.output[0].id
 
 
+def test_a_function_call_and_its_output_survive_the_database(stored, monkeypatch) -> None:
+    monkeypatch.setattr(stored.engine, "max_model_len", 4096)  # room for the default tool prompt
+    client, weather = stored.openai(), {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    stored.engine.reply = '<tool_call>[{"name": "get_weather", "arguments": {"city": "Oslo"}}]</tool_call>'
+    first = client.responses.create(model=MODEL, input="Weather in Oslo?", tools=[weather])
+    (call,) = client.responses.retrieve(first.id).output
+    assert call.type == "function_call" and call.call_id == first.output[0].call_id
+    answer = {"type": "function_call_output", "call_id": call.call_id, "output": "snow"}
+    stored.engine.reply = "Snow."
+    second = client.responses.create(model=MODEL, input=[answer], previous_response_id=first.id, tools=[weather])
+    assert second.output_text == "Snow." and '{"city": "Oslo"}' in _prompt(stored)
+    items = client.responses.input_items.list(second.id, order="asc").data
+    assert [item.type for item in items] == ["message", "function_call", "function_call_output"]
+
+
 def test_retrieve_returns_what_create_returned(stored) -> None:
     client = stored.openai()
     created = client.responses.create(model=MODEL, input="Hello", metadata={"run": "7"}, max_output_tokens=5)
