@@ -17,7 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from firebox.config import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE, DType, EngineOptions, Quantization, engine_config
+from firebox.config import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_SOURCE,
+    DType,
+    EngineOptions,
+    Quantization,
+    SpeculativeMethod,
+    engine_config,
+)
 from firebox.engine.build import build_core
 from firebox.engine.types import EngineRequest, RequestOutput, RequestTimings, SamplingParams, TokenLogprob
 from firebox.serving.prompt import render_chat
@@ -72,12 +80,13 @@ class LLM:
         device: str = "auto",
         num_threads: int | None = None,
         seed: int = 0,
+        speculative: SpeculativeMethod = "off",
     ) -> None:
         config = engine_config(EngineOptions(
             source=model, name=name or (DEFAULT_MODEL_NAME if model == DEFAULT_MODEL_SOURCE else model), dtype=dtype,
             quantization=quantization, max_model_len=max_model_len, seed=seed, num_kv_blocks=num_kv_blocks,
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, device=device,
-            num_threads=num_threads,
+            num_threads=num_threads, speculative=speculative,
         ))  # fmt: skip
         self.core, self.model_info = build_core(config)
         self.tokenizer = self.core.tokenizer

@@ -125,6 +125,8 @@ class EngineCore:
             prefix_cache_queries=kv.prefix_stats.queries,
             prefix_cache_hits=kv.prefix_stats.hits,
             num_preemptions=self.scheduler.num_preemptions,
+            num_draft_tokens=self.scheduler.num_draft_tokens,
+            num_accepted_draft_tokens=self.scheduler.num_accepted_draft_tokens,
         )
 
     def _detokenize(self, update: RequestUpdate) -> str:

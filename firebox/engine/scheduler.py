@@ -78,6 +78,8 @@ class Scheduler:
         self.waiting: list[Request] = []  # sorted by sort_key
         self.running: list[Request] = []  # sorted by sort_key; the tail is preempted first
         self.num_preemptions = 0
+        self.num_draft_tokens = 0  # cumulative, every request
+        self.num_accepted_draft_tokens = 0
         self._num_added = 0
         self._freed_ids: set[str] = set()
 
@@ -296,6 +298,8 @@ class Scheduler:
                 break
         if num_drafts:
             req.record_drafts(num_drafts, len(rows) - 1)
+            self.num_draft_tokens += num_drafts
+            self.num_accepted_draft_tokens += len(rows) - 1
         return RequestUpdate(req, token_ids, logprobs or None)
 
     def _check_finished(self, req: Request, token_id: int) -> None:

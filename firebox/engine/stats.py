@@ -13,3 +13,5 @@ class EngineStats:
     prefix_cache_queries: int  # tokens looked up in the prefix cache (cumulative)
     prefix_cache_hits: int  # of those, tokens found (cumulative)
     num_preemptions: int  # cumulative
+    num_draft_tokens: int = 0  # speculation: drafted tokens verified (cumulative)
+    num_accepted_draft_tokens: int = 0  # of those, kept (cumulative)

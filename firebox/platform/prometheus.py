@@ -35,6 +35,8 @@ class EngineStats(Protocol):
     kv_cache_usage: float
     prefix_cache_queries: int
     prefix_cache_hits: int
+    num_draft_tokens: int
+    num_accepted_draft_tokens: int
 
 
 StatsProvider = Callable[[], EngineStats]
@@ -58,8 +60,13 @@ class _EngineStatsCollector:
                                 labels=["model_name"]),
             CounterMetricFamily("firebox:prefix_cache_hits", "Prompt tokens found in the prefix cache.",
                                 labels=["model_name"]),
+            CounterMetricFamily("firebox:spec_decode_num_draft_tokens", "Drafted tokens verified (speculation).",
+                                labels=["model_name"]),
+            CounterMetricFamily("firebox:spec_decode_num_accepted_tokens", "Drafted tokens kept (speculation).",
+                                labels=["model_name"]),
         ]
-        fields = ("num_running", "num_waiting", "kv_cache_usage", "prefix_cache_queries", "prefix_cache_hits")
+        fields = ("num_running", "num_waiting", "kv_cache_usage", "prefix_cache_queries", "prefix_cache_hits",
+                  "num_draft_tokens", "num_accepted_draft_tokens")
         for model_name, provider in list(self._providers.items()):
             try:
                 stats = provider()
@@ -67,7 +74,7 @@ class _EngineStatsCollector:
                 logger.exception("stats() of %s failed", model_name)
                 continue
             for family, name in zip(families, fields):
-                family.add_metric([model_name], float(getattr(stats, name)))
+                family.add_metric([model_name], float(getattr(stats, name, 0)))  # older stats: no speculation
         yield from families
 
 

@@ -21,8 +21,12 @@ class ChoiceState:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     prompt_logprobs: list[TokenLogprob | None] | None = None
     finish_reason: str | None = None
+    stop_reason: str | int | None = None  # the stop string (or token id) that ended it
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
+    num_reasoning_tokens: int = 0  # of token_ids, those spent thinking (set by the output parsing)
+    num_draft_tokens: int = 0  # speculation: drafted tokens verified so far
+    num_accepted_draft_tokens: int = 0  # of which kept
     timings: RequestTimings | None = None
     first_output_at: float | None = None  # monotonic time the first delta arrived
 
@@ -37,11 +41,14 @@ class ChoiceState:
             self.prompt_logprobs = output.prompt_logprobs
         self.num_prompt_tokens = output.num_prompt_tokens
         self.num_cached_tokens = output.num_cached_tokens
+        self.num_draft_tokens = output.num_draft_tokens
+        self.num_accepted_draft_tokens = output.num_accepted_draft_tokens
         self.timings = output.timings
         if output.finish_reason == FinishReason.ABORT:
             raise EngineDeadError("the engine stopped the request before it finished")
         if output.finish_reason is not None:
             self.finish_reason = str(output.finish_reason)
+            self.stop_reason = output.stop_reason
 
     @property
     def finished(self) -> bool:

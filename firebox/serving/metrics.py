@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from firebox.protocol.common import PromptTokensDetails, UsageInfo
+from firebox.protocol.common import CompletionTokensDetails, PromptTokensDetails, UsageInfo
 from firebox.serving.choice import ChoiceState
 
 
@@ -30,7 +30,7 @@ def prompt_token_counts(choices: Sequence[ChoiceState]) -> tuple[int, int]:
     return num_prompt, num_cached
 
 
-def usage(choices: Sequence[ChoiceState]) -> UsageInfo:
+def usage(choices: Sequence[ChoiceState], has_prediction: bool = False) -> UsageInfo:
     num_prompt, num_cached = prompt_token_counts(choices)
     num_completion = sum(len(c.token_ids) for c in choices)
     return UsageInfo(
@@ -38,6 +38,19 @@ def usage(choices: Sequence[ChoiceState]) -> UsageInfo:
         completion_tokens=num_completion,
         total_tokens=num_prompt + num_completion,
         prompt_tokens_details=PromptTokensDetails(cached_tokens=num_cached),
+        completion_tokens_details=completion_details(choices, has_prediction),
+    )
+
+
+def completion_details(choices: Sequence[ChoiceState], has_prediction: bool) -> CompletionTokensDetails:
+    """Prediction tokens are those of the request's `prediction`; drafts of the server's own
+    speculation (ngram) are no prediction and are not reported as one."""
+    num_drafted = sum(c.num_draft_tokens for c in choices) if has_prediction else 0
+    num_accepted = sum(c.num_accepted_draft_tokens for c in choices) if has_prediction else 0
+    return CompletionTokensDetails(
+        reasoning_tokens=sum(c.num_reasoning_tokens for c in choices),
+        accepted_prediction_tokens=num_accepted,
+        rejected_prediction_tokens=num_drafted - num_accepted,
     )
 
 
@@ -50,7 +63,9 @@ def _earliest(values: Sequence[float | None]) -> float | None:
     return min(known) if known else None
 
 
-def perf_metrics(choices: Sequence[ChoiceState], arrival: float, submitted: float, end: float | None) -> dict[str, Any]:
+def perf_metrics(
+    choices: Sequence[ChoiceState], arrival: float, submitted: float, end: float | None, num_prediction_tokens: int = 0
+) -> dict[str, Any]:
     """Metrics known so far; `end` (monotonic) once every choice has finished."""
     num_prompt, num_cached = prompt_token_counts(choices)
     metrics: dict[str, Any] = {"prompt-tokens": num_prompt, "cached-prompt-tokens": num_cached}
@@ -67,4 +82,8 @@ def perf_metrics(choices: Sequence[ChoiceState], arrival: float, submitted: floa
         metrics["server-processing-time"] = _seconds(end - arrival)
         if first_token is not None:
             metrics["generation-duration"] = _seconds(end - first_token)
+    if num_prediction_tokens:
+        metrics["speculation-prompt-tokens"] = num_prediction_tokens
+        if end is not None:
+            metrics["speculation-prompt-matched-tokens"] = sum(c.num_accepted_draft_tokens for c in choices)
     return metrics

@@ -13,6 +13,7 @@ from firebox.serving.choice import ChoiceState
 from firebox.serving.errors import InvalidRequestError
 from firebox.serving.options import GenerationOptions, resolve_options
 from firebox.serving.prompt import PreparedPrompt, check_prompt_fits, fit_max_tokens
+from firebox.serving.reasoning import ThinkingMode
 from firebox.serving.records import RequestContext, RequestRecorder
 from firebox.serving.registry import ModelHandle
 from firebox.serving.run import GenerationRun, RunInfo
@@ -46,11 +47,16 @@ def plan_generation(
     prompts: Sequence[PreparedPrompt],
     param: str,
     tool_grammar: StructuredOutputSpec | None = None,
+    *,
+    thinking: ThinkingMode | None = None,
+    keep_special_tokens: bool = False,
 ) -> Plan:
     if len(prompts) * req.n > MAX_CHOICES:
         raise InvalidRequestError(f"at most {MAX_CHOICES} choices (prompts x n) per request", param="n")
     info, tokenizer = handle.engine.model_info, handle.engine.tokenizer
-    options = resolve_options(req, info, ctx, tool_grammar)
+    options = resolve_options(
+        req, info, ctx, tool_grammar, thinking=thinking, keep_special_tokens=keep_special_tokens, tokenizer=tokenizer
+    )
     requests, choices = [], []
     for prompt_index, prompt in enumerate(prompts):
         num_prompt_tokens = len(prompt.token_ids)
@@ -62,7 +68,8 @@ def plan_generation(
             index = len(choices)
             sampling = for_choice(options.sampling, fitted, sibling)
             requests.append(_engine_request(options, ctx, index, prompt, sampling))
-            choices.append(ChoiceState(index, prompt_index, prompt, count, echo_text, num_prompt_tokens=num_prompt_tokens))
+            choice = ChoiceState(index, prompt_index, prompt, count, echo_text, num_prompt_tokens=num_prompt_tokens)
+            choices.append(choice)
     return Plan(options, requests, choices, sampling_options(requests[0].sampling))
 
 
@@ -78,10 +85,14 @@ def _engine_request(
         cache_salt=options.cache_salt,
         affinity_key=options.affinity_key,
         structured_output=options.structured_output,
+        prediction_token_ids=options.prediction_token_ids,
     )
 
 
 def start_run(handle: ModelHandle, ctx: RequestContext, plan: Plan, recorder: RequestRecorder) -> GenerationRun:
     options = plan.options
-    info = RunInfo(handle, ctx, time.monotonic(), plan.sampling_options, options.user, options.metadata)
+    info = RunInfo(
+        handle, ctx, time.monotonic(), plan.sampling_options, options.user, options.metadata,
+        num_prediction_tokens=len(options.prediction_token_ids),
+    )  # fmt: skip
     return GenerationRun(info, plan.requests, plan.choices, recorder)

@@ -44,6 +44,7 @@ class RunInfo:
     sampling_options: dict[str, Any]
     user: str | None = None
     metadata: dict[str, str] | None = None
+    num_prediction_tokens: int = 0  # tokens of the request's prediction (speculation perf metrics)
 
 
 class GenerationRun:
@@ -87,7 +88,7 @@ class GenerationRun:
         return all(c.finished for c in self.choices)
 
     def usage(self) -> UsageInfo:
-        return usage(self.choices)
+        return usage(self.choices, has_prediction=self.info.num_prediction_tokens > 0)
 
     def end_time(self) -> float:
         ends = [c.timings.finished for c in self.choices if c.timings and c.timings.finished is not None]
@@ -95,7 +96,8 @@ class GenerationRun:
 
     def perf_metrics(self) -> dict[str, Any]:
         end = self.end_time() if self.finished else None
-        metrics = perf_metrics(self.choices, self.info.ctx.arrival_time, self.info.submitted, end)
+        info = self.info
+        metrics = perf_metrics(self.choices, info.ctx.arrival_time, info.submitted, end, info.num_prediction_tokens)
         route_metrics = self.info.handle.route_metrics
         return metrics if route_metrics is None else {**metrics, **route_metrics()}
 
