@@ -31,6 +31,13 @@ class RequestContext:
     cache_isolation_key: str | None = None  # x-prompt-cache-isolation-key header
     session_affinity: str | None = None  # x-session-affinity header: same key, same replica
 
+    def cache_salt(self, isolation_key: str | None) -> str:
+        """The prefix-cache salt: the caller's account, so that no account can probe another's
+        prompts through `cached_tokens`, and within it the request's isolation key (the body's
+        `prompt_cache_isolation_key`, else the header's)."""
+        key = isolation_key or self.cache_isolation_key
+        return self.principal.account_id if key is None else f"{self.principal.account_id}\x00{key}"
+
 
 def refusal_record(
     ctx: RequestContext,

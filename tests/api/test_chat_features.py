@@ -138,7 +138,7 @@ def test_priority_tier_cache_isolation_and_cache_hits(server) -> None:
         other = http.post("/v1/chat/completions", json=body, headers={"x-prompt-cache-isolation-key": "b"})
     submitted = server.engine.submitted
     assert [r.priority for r in submitted] == [-1, 0, 0]
-    assert [r.cache_salt for r in submitted] == ["a", "a", "b"]
+    assert [r.cache_salt for r in submitted] == ["fireworks\x00a", "fireworks\x00a", "fireworks\x00b"]  # account + key
     cached = [r.json()["usage"]["prompt_tokens_details"]["cached_tokens"] for r in (first, again, other)]
     assert cached[0] == 0 and cached[1] > 0 and cached[2] == 0  # no sharing across isolation keys
 

@@ -165,3 +165,21 @@ def test_health_and_metrics_name_private_models_only_to_their_account(served: Se
         headers = {"Authorization": f"Bearer {key}"}
         assert set(httpx.get(f"{served.url}/health", headers=headers).json()["models"]) == {PUBLIC, PRIVATE}
         assert _metric_models(served.url, headers) == {PUBLIC, PRIVATE}
+
+
+def test_the_prefix_cache_is_not_shared_between_accounts(served: Served) -> None:
+    """Another account's prompt must not show up in cached_tokens (it would let a tenant probe
+    another's system prompt); within an account, repeats hit the cache."""
+    prompt = [{"role": "system", "content": "The secret system prompt of acme, long enough to fill blocks. " * 4},
+              {"role": "user", "content": "Hi"}]  # fmt: skip
+
+    def cached(key: str, **extra: Any) -> int:
+        answer = served.openai(key).chat.completions.create(model=PUBLIC, messages=prompt, max_tokens=2, **extra)
+        return answer.usage.prompt_tokens_details.cached_tokens
+
+    acme, rival = served.key("acme"), served.key("rival")
+    assert cached(acme) == 0
+    assert cached(rival) == 0  # same prompt, other account: no hit
+    assert cached(served.key("acme")) > 0  # another key of the same account shares the account's cache
+    assert cached(rival, extra_body={"prompt_cache_isolation_key": "a"}) == 0  # the key adds to the salt
+    assert cached(rival, extra_body={"prompt_cache_isolation_key": "a"}) > 0
