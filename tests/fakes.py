@@ -72,8 +72,60 @@ def build_backend(vocab_size: int = 420) -> HFTokenizer:
 
 @functools.cache
 def chatml_tokenizer() -> Tokenizer:
-    special = SpecialTokens(eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    return Tokenizer(build_backend(), special, CHATML_TEMPLATE)
+    return Tokenizer(build_backend(), CHATML_SPECIAL, CHATML_TEMPLATE)
+
+
+CHATML_SPECIAL = SpecialTokens(eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+
+# Qwen3's template, shortened: tools listed in <tools>, calls written in <tool_call>, tool results
+# in <tool_response>, and `enable_thinking=False` closing an empty thinking block in the prompt
+QWEN3_TEMPLATE = """{%- if tools %}<|im_start|>system
+{% if messages[0].role == 'system' %}{{ messages[0].content }}
+
+{% endif %}# Tools
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>{% for tool in tools %}
+{{ tool | tojson }}{% endfor %}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call><|im_end|>
+{% elif messages[0].role == 'system' %}<|im_start|>system
+{{ messages[0].content }}<|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% elif message.role == 'assistant' %}<|im_start|>assistant
+{% if message.content %}{{ message.content }}{% endif %}
+{%- for tool_call in message.tool_calls or [] %}
+<tool_call>
+{"name": "{{ tool_call.function.name }}", "arguments": {{ tool_call.function.arguments | tojson }}}
+</tool_call>{% endfor %}<|im_end|>
+{% elif message.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% if enable_thinking is defined and enable_thinking is false %}<think>
+
+</think>
+
+{% endif %}{% endif %}"""
+
+# QwQ / DeepSeek-R1 style: the prompt opens the thinking, which no variable turns off
+OPENS_THINKING_TEMPLATE = CHATML_TEMPLATE.replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant\n<think>\n'")
+
+
+@functools.cache
+def thinking_tokenizer(template: str = QWEN3_TEMPLATE) -> Tokenizer:
+    """The fake tokenizer with a chat template of a model that thinks out loud."""
+    return Tokenizer(build_backend(), CHATML_SPECIAL, template)
 
 
 @dataclass
@@ -84,6 +136,7 @@ class FakeEngine:
     token_delay: float = 0.0  # seconds between deltas
     reply: str | None = REPLY  # None: echo the prompt back
     generation_defaults: dict[str, float] = field(default_factory=dict)
+    tool_call_format: str | None = None  # as a catalog entry names it
     queue_full: bool = False  # refuse every request with QueueFullError
     fail_after: int | None = None  # raise EngineDeadError after this many tokens
     block_size: int = 4  # prefix-cache granularity
@@ -98,8 +151,9 @@ class FakeEngine:
     def model_info(self) -> ModelInfo:
         eos = self.tokenizer.eos_token_ids
         return ModelInfo(
-            self.name, "FakeForCausalLM", self.max_model_len, self.tokenizer.vocab_size, eos, self.generation_defaults
-        )
+            self.name, "FakeForCausalLM", self.max_model_len, self.tokenizer.vocab_size, eos, self.generation_defaults,
+            self.tool_call_format,
+        )  # fmt: skip
 
     def reset(self) -> None:
         self.token_delay, self.reply, self.queue_full, self.fail_after = 0.0, REPLY, False, None

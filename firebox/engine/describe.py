@@ -42,4 +42,5 @@ def model_info(config: EngineConfig, source: ModelSource) -> ModelInfo:
         vocab_size=source.arch.vocab_size,
         eos_token_ids=source.eos_token_ids,
         generation_defaults={**source.generation_defaults, **dict(config.model.generation_overrides)},
+        tool_call_format=config.model.tool_call_format,
     )

@@ -88,8 +88,10 @@ def render_chat_template(
     add_generation_prompt: bool,
     special_tokens: Mapping[str, str],
     tools: list[dict[str, Any]] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> str:
-    """The prompt text for `messages`; `special_tokens` holds bos_token, eos_token and the like."""
+    """The prompt text for `messages`; `special_tokens` holds bos_token, eos_token and the like;
+    `variables` are further template variables (`enable_thinking`), as transformers passes its kwargs."""
     template = compile_template(source)
     try:
         return template.render(
@@ -98,6 +100,7 @@ def render_chat_template(
             documents=None,
             add_generation_prompt=add_generation_prompt,
             **special_tokens,
+            **(variables or {}),
         )
     except jinja2.TemplateError as exc:
         raise ChatTemplateError(f"chat template error: {exc}") from exc

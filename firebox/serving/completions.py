@@ -9,6 +9,7 @@ from firebox.engine.types import EngineClient
 from firebox.protocol.completions import CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse
 from firebox.serving.output import ChoiceRenderer, Delta
 from firebox.serving.prompt import text_prompt, token_prompt, truncation_budget
+from firebox.serving.reasoning import resolve_thinking
 from firebox.serving.run import GenerationRun
 from firebox.serving.service import GenerationService, PreparedRequest
 
@@ -27,6 +28,7 @@ class CompletionService(GenerationService[CompletionRequest]):
     prompt_param = "prompt"
 
     def prepare(self, req: CompletionRequest, engine: EngineClient) -> PreparedRequest:
+        resolve_thinking(req, chat_template=None)  # a raw prompt: thinking cannot be turned on or off
         budget = truncation_budget(req.context_length_exceeded_behavior, engine.model_info.max_model_len)
         tok = engine.tokenizer
         return PreparedRequest(

@@ -17,6 +17,7 @@ from firebox.protocol.params import GenerationParams
 from firebox.serving.choice import ChoiceState
 from firebox.serving.logprobs import LogprobFormatter, Position, output_positions, prompt_positions
 from firebox.serving.output_parsing import OutputParser, ParsedDelta
+from firebox.serving.reasoning import count_reasoning_tokens
 from firebox.serving.tools.calling import ToolCall
 from firebox.serving.run import GenerationRun
 from firebox.serving.sampling import LogprobMode
@@ -68,9 +69,16 @@ class ChoiceRenderer:
             if self._parser is None:
                 self._parsed_whole = ParsedDelta(content=self.text)
             else:
-                whole = ParsedDelta(content=self.choice.echo_text)
-                self._parsed_whole = whole.add(self._parser.feed(self.choice.text)).add(self._parser.finish())
+                whole = ParsedDelta(content=self.choice.echo_text).add(self._parser.feed(self.choice.text))
+                self._parsed_whole = whole.add(self._finish_parsing(self._parser))
         return self._parsed_whole
+
+    def _finish_parsing(self, parser: OutputParser) -> ParsedDelta:
+        """What the parser held back; the thinking's tokens are known once the output has ended."""
+        rest = parser.finish()
+        ids, state = self.choice.token_ids, parser.reasoning_state
+        self.choice.num_reasoning_tokens = count_reasoning_tokens(self._tokenizer, ids, state)
+        return rest
 
     def logprobs(self) -> NewLogProbs | LogProbs | None:
         if not self._mode.enabled:
@@ -115,7 +123,7 @@ class ChoiceRenderer:
         if self._parser is None:
             return ParsedDelta(content=output.text_delta)
         parsed = self._parser.feed(output.text_delta)
-        return parsed.add(self._parser.finish()) if output.finished else parsed
+        return parsed.add(self._finish_parsing(self._parser)) if output.finished else parsed
 
     def delta_logprobs(self, output: RequestOutput) -> NewLogProbs | LogProbs | None:
         if not self._mode.enabled:

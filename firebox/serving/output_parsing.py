@@ -196,7 +196,7 @@ class ReasoningParser:
         self._inner = inner
         self._open_tag, self._close_tag = open_tag, close_tag
         self._buffer = ""
-        self._state = "thinking" if opened else "start"  # start | thinking | after | answer
+        self._state = "thinking" if opened else "start"  # start | thinking | after | answer | plain (no thinking)
         self._thought = False  # some thinking was sent (leading whitespace is dropped before it)
 
     @property
@@ -233,7 +233,7 @@ class ReasoningParser:
             elif self._open_tag.startswith(head) and not final:
                 return False  # may still open the thinking
             else:
-                self._state = "answer"  # no thinking: all of it is the answer, as written
+                self._state = "plain"  # no thinking: all of it is the answer, as written
             return True
         if self._state == "thinking":
             return self._step_thinking(out)

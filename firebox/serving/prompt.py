@@ -57,6 +57,7 @@ def render_chat(
     messages: list[dict[str, Any]],
     add_generation_prompt: bool = True,
     tools: list[dict[str, Any]] | None = None,
+    variables: dict[str, Any] | None = None,
 ) -> str:
     if tokenizer.chat_template is None:
         raise InvalidRequestError("this model has no chat template; use the completions API", param="messages")
@@ -67,6 +68,7 @@ def render_chat(
             add_generation_prompt=add_generation_prompt,
             special_tokens=special_tokens_of(tokenizer),
             tools=tools,
+            variables=variables,
         )
     except ChatTemplateError as exc:
         raise InvalidRequestError(str(exc), param="messages") from exc
@@ -89,9 +91,10 @@ def chat_prompt(
     budget: int | None,
     add_generation_prompt: bool = True,
     tools: list[dict[str, Any]] | None = None,
+    variables: dict[str, Any] | None = None,
 ) -> PreparedPrompt:
     """The rendered prompt; over `budget` tokens, oldest turns go first, then the oldest tokens."""
-    text = render_chat(tokenizer, messages, add_generation_prompt, tools)
+    text = render_chat(tokenizer, messages, add_generation_prompt, tools, variables)
     ids = tokenizer.encode(text)
     while budget is not None and len(ids) > budget:
         shorter = _without_oldest_turn(messages)
@@ -100,7 +103,7 @@ def chat_prompt(
             text = tokenizer.decode(ids, skip_special_tokens=False)
             break
         messages = shorter
-        text = render_chat(tokenizer, messages, add_generation_prompt, tools)
+        text = render_chat(tokenizer, messages, add_generation_prompt, tools, variables)
         ids = tokenizer.encode(text)
     return PreparedPrompt(ids, text, [text])
 

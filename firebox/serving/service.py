@@ -21,6 +21,7 @@ from firebox.serving.output import ChoiceRenderer, Delta, deltas
 from firebox.serving.output_parsing import OutputParser
 from firebox.serving.plan import plan_generation, start_run
 from firebox.serving.prompt import PreparedPrompt
+from firebox.serving.reasoning import ThinkingMode
 from firebox.serving.records import RequestContext, RequestRecorder, refusal_record
 from firebox.serving.registry import ModelHandle
 from firebox.serving.run import GenerationRun, ServeMeta, run_to_end, start_stream
@@ -36,7 +37,9 @@ class PreparedRequest:
 
     prompts: list[PreparedPrompt]
     structured_output: StructuredOutputSpec | None = None  # the tool-call grammar, when tools may be called
-    new_parser: Callable[[], OutputParser] | None = None  # one per choice: splits calls out of the text
+    new_parser: Callable[[], OutputParser | None] | None = None  # one per choice: splits calls, thinking out
+    thinking: ThinkingMode | None = None  # a thinking model's output begins so (None: it does not think)
+    keep_special_tokens: bool = False  # the calls' tags are special tokens the parser must see
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,10 @@ class GenerationService(ABC, Generic[RequestT]):
         try:
             _check_stream_options(req)
             prepared = self.prepare(req, handle.engine)
-            plan = plan_generation(req, handle, ctx, prepared.prompts, self.prompt_param, prepared.structured_output)
+            plan = plan_generation(
+                req, handle, ctx, prepared.prompts, self.prompt_param, prepared.structured_output,
+                thinking=prepared.thinking, keep_special_tokens=prepared.keep_special_tokens,
+            )  # fmt: skip
         except ServingError as exc:  # refused before the engine: still one record
             record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
             self._recorder.emit(record)

@@ -171,6 +171,18 @@ def test_a_call_is_sent_whole_once_its_block_closes() -> None:
     assert call.name == "get_time" and json.loads(call.arguments) == {} and call.id.startswith("call_")
 
 
+@pytest.mark.parametrize(
+    ("text", "state"),
+    [("Hello", ReasoningState.NONE), ("<think>Hmm", ReasoningState.THINKING), ("<think>Hm</think>Hi", ReasoningState.DONE)],
+)
+def test_the_reasoning_state_after_the_output(text: str, state: ReasoningState) -> None:
+    parser = new_output_parser(None, ThinkingMode.OPTIONAL)
+    assert parser is not None
+    parser.feed(text)
+    parser.finish()
+    assert parser.reasoning_state is state
+
+
 def test_reasoning_streams_before_the_thinking_ends() -> None:
     parser = new_output_parser(None, ThinkingMode.OPTIONAL)
     assert parser is not None

@@ -126,11 +126,6 @@ def _parse_call(value: Any) -> CallJson:
     return {"name": value["name"], "arguments": arguments}
 
 
-def _parse_list(body: str) -> list[CallJson]:
-    value = json.loads(body)
-    return [_parse_call(item) for item in (value if isinstance(value, list) else [value])]
-
-
 class JsonListFormat(ToolFormat):
     """firebox's default (SmolLM2 was trained on it): `<tool_call>[{"name": ..., "arguments": {...}}]</tool_call>`."""
 
@@ -142,10 +137,11 @@ class JsonListFormat(ToolFormat):
         return f"{json_lark(call_list_schema(tools, parallel))} {tag(self.close_tag or '')}"
 
     def parse_block(self, body: str) -> list[CallJson]:
-        return _parse_list(body)
+        value = json.loads(body)
+        return [_parse_call(item) for item in (value if isinstance(value, list) else [value])]
 
     def render_calls(self, calls: Sequence[CallJson]) -> str:
-        return f"{self.open_tag}{json.dumps(list(calls))}{self.close_tag}"
+        return f"{self.open_tag}{json.dumps(list(calls))}{self.close_tag or ''}"
 
     def instructions(self) -> str:
         return (
@@ -183,7 +179,7 @@ class HermesFormat(ToolFormat):
         )
 
 
-class MistralFormat(ToolFormat):
+class MistralFormat(JsonListFormat):
     """Mistral (v3 tokenizer and later): `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]`, the
     list running to the end of the output. `[TOOL_CALLS]` is a special token in Mistral's tokenizers."""
 
@@ -194,12 +190,6 @@ class MistralFormat(ToolFormat):
 
     def calls_grammar(self, tools: Sequence[FunctionTool], parallel: bool, tag: TagLark) -> str:
         return f'" "? {json_lark(call_list_schema(tools, parallel))}'  # the templates write "[TOOL_CALLS] ["
-
-    def parse_block(self, body: str) -> list[CallJson]:
-        return _parse_list(body)
-
-    def render_calls(self, calls: Sequence[CallJson]) -> str:
-        return f"{self.open_tag} {json.dumps(list(calls))}"
 
     def instructions(self) -> str:
         return (
