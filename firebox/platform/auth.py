@@ -7,6 +7,7 @@ import hmac
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from firebox.config import DEFAULT_ACCOUNT
@@ -27,6 +28,9 @@ class Principal:
     is_admin: bool = False
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    user_id: str | None = None  # the key's user (None: the operator's keys, open access)
+    role: str | None = None  # that user's role in the account: "admin" manages it
+    expire_time: datetime | None = None  # when the key expires (None: never)
 
     def can_access(self, account_id: str) -> bool:
         return self.is_admin or self.account_id == account_id
@@ -34,6 +38,19 @@ class Principal:
     def require_access(self, account_id: str) -> None:
         if not self.can_access(account_id):
             raise PermissionDeniedError(f"this API key may not access account {account_id!r}")
+
+    def require_account_admin(self, account_id: str, action: str) -> None:
+        """Users, roles and other users' keys are for the account's admins (and the operator)."""
+        self.require_access(account_id)
+        if not self.is_admin and self.role != "admin":
+            raise PermissionDeniedError(f"only an admin of account {account_id!r} may {action}")
+
+    def require_self_or_account_admin(self, account_id: str, user_id: str, action: str) -> None:
+        """A user's own keys are theirs to manage; another user's, the account admins'."""
+        self.require_access(account_id)
+        if self.is_admin or self.role == "admin" or self.user_id == user_id:
+            return
+        raise PermissionDeniedError(f"only user {user_id!r} or an admin of account {account_id!r} may {action}")
 
 
 ADMIN_PRINCIPAL = Principal(account_id=DEFAULT_ACCOUNT, key_id=None, is_admin=True)
@@ -54,14 +71,16 @@ class _CacheEntry:
 def _principal_for(api_key: ApiKey) -> Principal:
     return Principal(account_id=api_key.account_id, key_id=api_key.key_id,
                      requests_per_minute=api_key.requests_per_minute,
-                     tokens_per_minute=api_key.tokens_per_minute)
+                     tokens_per_minute=api_key.tokens_per_minute, user_id=api_key.user_id,
+                     role=api_key.role, expire_time=api_key.expire_time)
 
 
 class DatabaseAuthenticator:
     """Accepts the static admin keys (`--api-key`) and live keys from the database.
 
     With no admin key and no key in the database the server is open: every request is the admin
-    principal, so that the first keys can be created over REST. Lookups are cached for
+    principal (for inference only: the control plane refuses an open server; the first keys come
+    from `firebox keys create`). Lookups are cached for
     `cache_ttl_s` (positive and negative); `invalidate()` drops the cache after a key changes.
     """
 

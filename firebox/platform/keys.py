@@ -41,6 +41,7 @@ class ApiKey:
     expire_time: datetime | None
     requests_per_minute: int | None
     tokens_per_minute: int | None
+    role: str | None = None  # the role of the key's user (`find_by_key` reads it; None elsewhere)
 
     def is_expired(self, now: datetime) -> bool:
         return self.expire_time is not None and self.expire_time <= now
@@ -54,9 +55,9 @@ class CreatedKey:
     key: str
 
 
-def _api_key(row: ApiKeyRow) -> ApiKey:
+def _api_key(row: ApiKeyRow, role: str | None = None) -> ApiKey:
     return ApiKey(row.key_id, row.account_id, row.user_id, row.display_name, row.prefix,
-                  row.create_time, row.expire_time, row.requests_per_minute, row.tokens_per_minute)
+                  row.create_time, row.expire_time, row.requests_per_minute, row.tokens_per_minute, role)
 
 
 def _check_limit(name: str, value: int | None) -> None:
@@ -104,10 +105,12 @@ class KeyStore:
                 raise NotFoundError(f"API key {key_id!r} not found in account {account_id!r}")
 
     def find_by_key(self, key: str) -> ApiKey | None:
-        """The key whose hash matches, expired or not (the caller decides)."""
+        """The key whose hash matches, expired or not (the caller decides), with its user's role."""
+        owner = (UserRow.account_id == ApiKeyRow.account_id) & (UserRow.user_id == ApiKeyRow.user_id)
+        query = select(ApiKeyRow, UserRow.role).outerjoin(UserRow, owner).where(ApiKeyRow.key_hash == hash_key(key))
         with self._db.session() as session:
-            row = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(key)))
-            return None if row is None else _api_key(row)
+            found = session.execute(query).first()
+            return None if found is None else _api_key(found[0], found[1])
 
     def has_keys(self) -> bool:
         with self._db.session() as session:

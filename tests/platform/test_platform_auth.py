@@ -39,7 +39,7 @@ def test_database_key_maps_to_its_account_and_limits(keys: KeyStore) -> None:
     created = keys.create("acme", "alice", requests_per_minute=3, tokens_per_minute=100)
     authenticator = DatabaseAuthenticator(keys, admin_keys=("root",))
     principal = _auth(authenticator, created.key)
-    assert principal == Principal("acme", created.api_key.key_id, False, 3, 100)
+    assert principal == Principal("acme", created.api_key.key_id, False, 3, 100, user_id="alice", role="user")
     assert _auth(authenticator, f"Bearer {created.key}") == principal
     assert _auth(authenticator, "root") == ADMIN_PRINCIPAL
     assert _auth(authenticator, "fw_wrong") is None

@@ -48,7 +48,9 @@ def test_sdk_manages_users_and_keys(server: LiveServer) -> None:
     assert second.expire_time.year == 2999
     assert [u.name for u in alice.users.list()] == ["accounts/acme/users/alice"]
     assert alice.users.get("alice").email == "alice@acme.test"
-    assert alice.users.update("alice", role="admin", display_name="Alice A").display_name == "Alice A"
+    with pytest.raises(fireworks.PermissionDeniedError):  # a user may not make itself an admin
+        alice.users.update("alice", role="admin")
+    assert admin.users.update("alice", role="admin", display_name="Alice A").display_name == "Alice A"
     assert [a.name for a in alice.accounts.list()] == ["accounts/acme"]
     assert alice.accounts.get().email == "ops@acme.test"
 

@@ -6,6 +6,7 @@ A key of account A may only touch account A; admin keys may touch any account.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query
@@ -94,6 +95,16 @@ def _capped_limit(name: str, requested: int | None, own: int | None) -> int | No
     return own if requested is None else requested
 
 
+def _capped_expiry(requested: datetime | None, own: datetime | None) -> datetime | None:
+    """A new key's expiry when the caller's key expires at `own`: no later (and that when unset),
+    so an expiring key cannot mint a permanent one."""
+    if own is None:
+        return requested
+    if requested is not None and requested > own:
+        raise PermissionDeniedError(f"expireTime may not be later than the calling key's own ({format_time(own)})")
+    return own if requested is None else requested
+
+
 def _page(plural: str, items: list[dict[str, Any]], page_size: int | None,
           page_token: str | None) -> dict[str, Any]:
     page, next_token = paginate(items, page_size, page_token)
@@ -126,7 +137,7 @@ class _ControlPlane:
         return account_json(self.accounts.create_account(account_id, body.display_name, body.email))
 
     def create_user(self, principal: Principal, account_id: str, body: UserBody, user_id: str | None):
-        principal.require_access(account_id)
+        principal.require_account_admin(account_id, "create users")
         if not body.role:
             raise InvalidArgumentError("role is required")
         user = self.accounts.create_user(account_id, role=body.role, user_id=user_id,
@@ -144,30 +155,32 @@ class _ControlPlane:
         return user_json(self.accounts.get_user(account_id, user_id))
 
     def update_user(self, principal: Principal, account_id: str, user_id: str, body: UserBody):
-        principal.require_access(account_id)
+        principal.require_account_admin(account_id, "change users")
         fields = body.model_dump(exclude_none=True)
-        return user_json(self.accounts.update_user(account_id, user_id, **fields))
+        updated = self.accounts.update_user(account_id, user_id, **fields)
+        self._keys_changed()  # cached principals carry the role
+        return user_json(updated)
 
     def create_key(self, principal: Principal, account_id: str, user_id: str, body: CreateApiKeyBody):
-        principal.require_access(account_id)
+        principal.require_self_or_account_admin(account_id, user_id, "create its API keys")
         fields = body.api_key
         rpm = _capped_limit("requestsPerMinute", fields.requests_per_minute, principal.requests_per_minute)
         tpm = _capped_limit("tokensPerMinute", fields.tokens_per_minute, principal.tokens_per_minute)
         created = self.keys.create(account_id, user_id, display_name=fields.display_name,
-                                   expire_time=parse_time(fields.expire_time),
+                                   expire_time=_capped_expiry(parse_time(fields.expire_time), principal.expire_time),
                                    requests_per_minute=rpm, tokens_per_minute=tpm)
         self._keys_changed()
         return api_key_json(created.api_key, created.key)
 
     def list_keys(self, principal: Principal, account_id: str, user_id: str, page_size: int | None,
                   page_token: str | None):
-        principal.require_access(account_id)
+        principal.require_self_or_account_admin(account_id, user_id, "list its API keys")
         self.accounts.get_user(account_id, user_id)
         keys = [api_key_json(k) for k in self.keys.list(account_id, user_id)]
         return _page("apiKeys", keys, page_size, page_token)
 
     def delete_key(self, principal: Principal, account_id: str, user_id: str, body: DeleteApiKeyBody):
-        principal.require_access(account_id)
+        principal.require_self_or_account_admin(account_id, user_id, "delete its API keys")
         self.keys.delete(account_id, body.key_id, user_id=user_id)
         self._keys_changed()
         return {}
