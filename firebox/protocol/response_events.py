@@ -35,12 +35,17 @@ class OutputItemEvent(ResponseEvent):
     item: OutputItem
 
 
-class ContentPartEvent(ResponseEvent):
+class _ItemEvent(ResponseEvent):
+    """An event about one output item's contents."""
+
+    item_id: str
+    output_index: int
+
+
+class ContentPartEvent(_ItemEvent):
     """response.content_part.added / done."""
 
     type: Literal["response.content_part.added", "response.content_part.done"]
-    item_id: str
-    output_index: int
     content_index: int = 0
     part: OutputText
 
@@ -56,9 +61,7 @@ class DeltaLogprob(ResponseModel):
     top_logprobs: list[DeltaTopLogprob] = Field(default_factory=list)
 
 
-class _TextEvent(ResponseEvent):
-    item_id: str
-    output_index: int
+class _TextEvent(_ItemEvent):
     content_index: int = 0
     logprobs: list[DeltaLogprob] = Field(default_factory=list)
 
@@ -73,18 +76,13 @@ class TextDoneEvent(_TextEvent):
     text: str
 
 
-class _ArgumentsEvent(ResponseEvent):
-    item_id: str
-    output_index: int
-
-
-class ArgumentsDeltaEvent(_ArgumentsEvent):
+class ArgumentsDeltaEvent(_ItemEvent):
     """A call's arguments arrive whole, in one delta: a call is sent once it has parsed."""
 
     type: Literal["response.function_call_arguments.delta"] = "response.function_call_arguments.delta"
     delta: str
 
 
-class ArgumentsDoneEvent(_ArgumentsEvent):
+class ArgumentsDoneEvent(_ItemEvent):
     type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
     arguments: str

@@ -39,7 +39,7 @@ from firebox.serving.errors import error_response
 from firebox.serving.output import ChoiceRenderer
 from firebox.serving.output_parsing import ParsedDelta, ToolCallDelta
 from firebox.serving.response_items import new_item_id
-from firebox.serving.response_tools import echoed_tool_choice, echoed_tools
+from firebox.serving.response_request import echoed_tool_choice, echoed_tools
 from firebox.serving.run import GenerationRun
 from firebox.serving.tools.calling import ToolCall
 

@@ -1,40 +1,34 @@
 """Responses API: input items (plus a stored conversation) -> chat template -> engine -> `response`.
 
-The request becomes a chat-style `GenerationParams` so that planning, sampling defaults, the
-context policy, perf metrics and request records are the chat machinery's own. With `store` (the
-default) the response and every input item the model saw are kept in a `ResponseStore`, per
-account: a continuation (`previous_response_id`) reads them back, and `instructions` are not
-carried over (as OpenAI documents). Streams are stored `in_progress` first, then updated.
-
-Function tools go through the chat machinery (`response_tools.py`): calls and their outputs
-among the items become chat's assistant `tool_calls` and `tool` messages, the tools reach the
-chat template (or firebox's default tool prompt), the model family's grammar constrains the
-calls and its parser splits them out of the text into `function_call` items.
+The request becomes the chat request of the same meaning (`response_request.py`), prepared by
+ChatService itself: the chat template, function tools (their prompt, grammar and parser), the
+context policy, planning, sampling defaults, perf metrics and records are the chat machinery's
+own; the calls it parses out of the text become `function_call` items. With `store` (the default)
+the response and every input item the model saw are kept in a `ResponseStore`, per account: a
+continuation (`previous_response_id`) reads them back, and `instructions` are not carried over
+(as OpenAI documents). Streams are stored `in_progress` first, then updated.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
-from firebox.engine.types import EngineClient
-from firebox.protocol.params import GenerationParams
-from firebox.protocol.responses import CHAT_FIELDS, ObjectList, ResponseCreateRequest, ResponseDeleted
+from firebox.protocol.responses import ObjectList, ResponseCreateRequest, ResponseDeleted
 from firebox.serving.auth import Principal
+from firebox.serving.chat import ChatService
 from firebox.serving.errors import ContextLengthError, InvalidRequestError, ServingError
 from firebox.serving.output import ChoiceRenderer
 from firebox.serving.plan import Plan, plan_generation, start_run
-from firebox.serving.prompt import PreparedPrompt, chat_prompt
+from firebox.serving.prompt import PreparedPrompt
 from firebox.serving.records import RequestContext, RequestRecorder, refusal_record
 from firebox.serving.registry import ModelHandle
 from firebox.serving.response_body import ResponseBuilder, ResponseFrame, echoed_settings
 from firebox.serving.response_events import StoredRun, response_events
-from firebox.serving.response_items import chat_messages, check_call_outputs, input_items, new_item_id
+from firebox.serving.response_items import check_call_outputs, input_items, new_item_id
+from firebox.serving.response_request import chat_request
 from firebox.serving.response_store_interface import Order, ResponseStore, page_of
-from firebox.serving.response_tools import ResponseTools, resolve_response_tools
 from firebox.serving.run import GenerationRun, run_to_end, start_stream
-from firebox.serving.service import Completed, Streaming
+from firebox.serving.service import Completed, PreparedRequest, Streaming
 
 
 class ResponseNotFoundError(ServingError):
@@ -46,30 +40,8 @@ class ResponseNotFoundError(ServingError):
         super().__init__(f"Response with id {response_id!r} not found.", param="response_id")
 
 
-def generation_params(req: ResponseCreateRequest) -> GenerationParams:
-    """The chat-style parameters of a responses request (validated as a chat request is)."""
-    fields: dict[str, Any] = {name: getattr(req, name) for name in ("model", "stream", *CHAT_FIELDS)}
-    fields["max_tokens"] = req.max_output_tokens
-    if req.text is not None and req.text.format is not None:
-        fields["response_format"] = req.text.format.as_response_format()
-    if req.wants_logprobs:
-        fields.update(logprobs=True, top_logprobs=req.top_logprobs)
-    try:
-        return GenerationParams.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise InvalidRequestError(str(first["msg"]).removeprefix("Value error, "), param=param) from exc
-
-
-def conversation_prompt(
-    req: ResponseCreateRequest, engine: EngineClient, items: list[dict[str, Any]], tools: ResponseTools
-) -> PreparedPrompt:
+def check_input_fits(prompt: PreparedPrompt, max_model_len: int) -> None:
     """truncation "auto" drops the oldest items to fit; "disabled" (the default) refuses."""
-    max_model_len = engine.model_info.max_model_len
-    budget = max_model_len - 1 if req.truncation == "auto" else None
-    messages, tool_list = tools.prompt(chat_messages(req.instructions, items), engine.tokenizer.chat_template)
-    prompt = chat_prompt(engine.tokenizer, messages, budget, tools=tool_list)
     if len(prompt.token_ids) >= max_model_len:
         raise ContextLengthError(
             f"The input is too long: {len(prompt.token_ids)} tokens, while this model's maximum context length "
@@ -77,7 +49,6 @@ def conversation_prompt(
             'pass truncation="auto" to drop the oldest items.',
             param="input",
         )
-    return prompt
 
 
 class ResponsesService:
@@ -86,22 +57,23 @@ class ResponsesService:
     def __init__(self, recorder: RequestRecorder, store: ResponseStore) -> None:
         self._recorder = recorder
         self._store = store
+        self._chat = ChatService(recorder)  # prepares the chat request of each responses request
 
     async def create(
         self, req: ResponseCreateRequest, handle: ModelHandle, ctx: RequestContext
     ) -> Completed | Streaming:
         try:
-            params = generation_params(req)
             items = await self._conversation(req, ctx.principal.account_id)
-            tools = resolve_response_tools(req, handle.engine.tokenizer.chat_template)
-            prompt = conversation_prompt(req, handle.engine, items, tools)
-            plan = plan_generation(params, handle, ctx, [prompt], "input", tools.grammar())
+            chat = chat_request(req, items)
+            prepared = self._chat.prepare(chat, handle.engine)
+            check_input_fits(prepared.prompts[0], handle.engine.model_info.max_model_len)
+            plan = plan_generation(chat, handle, ctx, prepared.prompts, "input", prepared.structured_output)
         except ServingError as exc:  # refused before the engine: still one record
             record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
             self._recorder.emit(record)
             raise
         run = start_run(handle, ctx, plan, self._recorder)
-        stored = self._stored_run(req, handle, ctx, plan, run, items, tools)
+        stored = self._stored_run(req, handle, ctx, plan, run, items, prepared)
         if req.stream:
             await start_stream(run)
             return Streaming(response_events(stored), run.meta())
@@ -113,12 +85,13 @@ class ResponsesService:
 
     def _stored_run(
         self, req: ResponseCreateRequest, handle: ModelHandle, ctx: RequestContext, plan: Plan, run: GenerationRun,
-        items: list[dict[str, Any]], tools: ResponseTools,
+        items: list[dict[str, Any]], prepared: PreparedRequest,
     ) -> StoredRun:  # fmt: skip
         settings = echoed_settings(req, handle.name, plan.sampling_options)
         frame = ResponseFrame(f"resp_{ctx.request_id}", new_item_id(), ctx.created, settings)
-        renderer = ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, plan.choices[0], tools.new_parser())
-        builder = ResponseBuilder(frame, run, renderer, bool(req.perf_metrics_in_response), tools.max_calls)
+        parser = prepared.new_parser() if prepared.new_parser is not None else None
+        renderer = ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, plan.choices[0], parser)
+        builder = ResponseBuilder(frame, run, renderer, bool(req.perf_metrics_in_response), req.max_tool_calls)
         return StoredRun(builder, self._store if req.wants_store else None, ctx.principal.account_id, items)
 
     async def _conversation(self, req: ResponseCreateRequest, account_id: str) -> list[dict[str, Any]]:

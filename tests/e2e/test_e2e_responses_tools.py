@@ -12,20 +12,12 @@ import jsonschema
 import pytest
 
 from tests.e2e.helpers import MODEL
+from tests.e2e.test_e2e_tools import SCHEMAS
+from tests.e2e.test_e2e_tools import TOOLS as CHAT_TOOLS
 
 pytestmark = pytest.mark.slow
 
-WEATHER_PARAMS = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["celsius", "fahrenheit"]}},
-    "required": ["city", "unit"],
-}
-TIME_PARAMS = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}
-TOOLS = [
-    {"type": "function", "name": "get_weather", "description": "Weather in a city", "parameters": WEATHER_PARAMS},
-    {"type": "function", "name": "get_time", "description": "Time in a city", "parameters": TIME_PARAMS},
-]
-SCHEMAS = {"get_weather": WEATHER_PARAMS, "get_time": TIME_PARAMS}
+TOOLS = [{"type": "function", **tool["function"]} for tool in CHAT_TOOLS]  # the Responses API's flat form
 ASK = "What is the weather in Paris?"
 
 
