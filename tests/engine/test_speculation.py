@@ -160,3 +160,33 @@ def test_the_draft_budget_grows_with_acceptance_and_shrinks_without() -> None:
     assert budget.num_tokens == 8
     budget.record(8, 1)
     assert budget.num_tokens == 2
+
+
+def test_constrained_speculation_checks_the_grammar_at_every_drafted_position(tokenizer) -> None:
+    from firebox.engine.structured_output import unpack_bitmask_row
+    from firebox.engine.types import GrammarSyntax, StructuredOutputSpec
+
+    spec = StructuredOutputSpec(GrammarSyntax.LARK, 'start: "hello " ("world" | "fox") " and " ("world" | "fox")')
+
+    def run(prediction: tuple[int, ...]) -> tuple[str, object]:
+        core, executor = make_core(tokenizer)
+
+        def highest_allowed(sched: ScheduledRequest, context: list[int]) -> int:
+            mask = executor.batches[-1].token_bitmask
+            j = sched.seed_offset - len(sched.output_token_ids)  # which drafted position this is
+            row = mask.request_ids.index(sched.request_id) + j
+            allowed = unpack_bitmask_row(mask.bitmask, row, tokenizer.vocab_size)
+            return int(allowed.nonzero()[0][-1])
+
+        executor.next_token = highest_allowed
+        tokens, _, last = _run(core, [make_engine_request("r", PROMPT, max_tokens=30, structured_output=spec, prediction_token_ids=prediction)])
+        return tokenizer.decode(tokens["r"]), last["r"]
+
+    plain, _ = run(())
+    assert plain in {f"hello {a} and {b}" for a in ("world", "fox") for b in ("world", "fox")}
+    other = "fox" if plain.endswith("world") else "world"
+    for predicted_text in (plain, plain[: -len(other) - 1] + " " + other, "hello cat and dog"):
+        text, last = run(tuple(tokenizer.encode(predicted_text)))
+        assert text == plain, predicted_text
+    right, last = run(tuple(tokenizer.encode(plain)))
+    assert last.num_accepted_draft_tokens > 0
