@@ -46,13 +46,13 @@ def chat_request(req: MessagesPrompt) -> ChatCompletionRequest:
         fields["tools"] = [_function(tool.name, tool.description, tool.input_schema) for tool in req.tools]
     if req.tool_choice is not None:
         fields.update(_tool_choice(req.tool_choice))
-    if req.thinking is not None:  # chat's reasoning controls refuse it on a model that does not think
+    if req.thinking is not None:  # chat's reasoning controls refuse thinking on a model without it
         fields["thinking"] = _thinking(req.thinking)
     if isinstance(req, MessagesRequest):
         fields.update(_sampling_fields(req))
     try:
         return ChatCompletionRequest.model_validate(fields)
-    except ValidationError as exc:  # a field chat refuses (thinking, where reasoning is not supported)
+    except ValidationError as exc:  # a bound of chat's own that the Anthropic fields did not state
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         raise InvalidRequestError(str(first["msg"]).removeprefix("Value error, "), param=param) from exc
