@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY
-from tests.fakes import REPLY
+from tests.fakes import REPLY, thinking_tokenizer
 
 MODEL = "accounts/fireworks/models/fake-chatml"
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -310,6 +310,37 @@ def test_block_stream_orders_thinking_text_and_calls() -> None:
         ("content_block_stop", 2, None),
     ]
     assert events[7].content_block.id == "toolu_1" and BlockStream().finish()[0].content_block.type == "text"
+
+
+@pytest.fixture
+def qwen3(server, monkeypatch):
+    """The fake engine speaking through Qwen3's chat template: a model that thinks."""
+    monkeypatch.setattr(server.engine, "tokenizer", thinking_tokenizer())
+    monkeypatch.setattr(server.engine, "max_model_len", 4096)
+    server.engine.reply = "<think>\nTwo and two. Four.\n</think>\n\nThe answer is 4."
+    return server
+
+
+def test_a_thinking_models_thinking_is_a_thinking_block(claude, qwen3) -> None:
+    message = claude.messages.create(model=MODEL, max_tokens=200, messages=HELLO, thinking={"type": "adaptive"})
+    assert [(b.type, getattr(b, "thinking", None) or b.text) for b in message.content] == [
+        ("thinking", "Two and two. Four."),
+        ("text", "The answer is 4."),
+    ]
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens == qwen3.records[-1].completion_tokens
+    with claude.messages.stream(model=MODEL, max_tokens=200, messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"] and final.content[0].thinking == "Two and two. Four."
+
+
+def test_thinking_off_and_budgets_on_a_thinking_model(claude, qwen3) -> None:
+    claude.messages.create(model=MODEL, max_tokens=5, messages=HELLO, thinking={"type": "disabled"})
+    assert _last_prompt(qwen3).endswith("<think>\n\n</think>\n\n")  # Qwen3's prompt closes the thinking
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(
+            model=MODEL, max_tokens=5, messages=HELLO, thinking={"type": "enabled", "budget_tokens": 1024}
+        )
+    assert "budget" in info.value.body["error"]["message"]
 
 
 def test_sdk_raises_its_bad_request_error(claude, server) -> None:
