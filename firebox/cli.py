@@ -123,8 +123,13 @@ def serve(
     max_num_batched_tokens: Annotated[int, typer.Option(help="Token budget of one engine step.")] = 512,
     max_waiting: Annotated[int, typer.Option(help="Most requests waiting; beyond it: HTTP 429.")] = 1024,
     speculative: Annotated[
-        str, typer.Option(help="off | ngram: draft tokens by prompt lookup, verified several per step.")
+        str, typer.Option(help="off | ngram | draft: draft tokens (by prompt lookup or --draft-model), verified "
+                          "several per step.")
     ] = "off",
+    draft_model: Annotated[
+        str | None, typer.Option(help="A smaller model with the same vocabulary that drafts tokens (a source, as "
+                                 "--model); implies --speculative draft.")
+    ] = None,
     num_kv_blocks: Annotated[
         int | None, typer.Option(help="KV-cache blocks; default: sized from --kv-cache-mib.")
     ] = None,
@@ -155,6 +160,10 @@ def serve(
             "'*': any). Others get 400, against DNS rebinding.",
         ),
     ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Run deployment replicas on this Ray cluster through Ray Serve ('auto': the "
+                                 "one this machine joined); needs firebox[ray]. Default: local processes.")
+    ] = None,
 ) -> None:
     """Serve models over the Fireworks/OpenAI-compatible HTTP API."""
     if catalog_file is not None and model:
@@ -164,12 +173,14 @@ def serve(
             dtype=dtype, quantization=quantization, max_model_len=max_model_len, block_size=block_size,
             num_kv_blocks=num_kv_blocks, kv_cache_mib=kv_cache_mib, prefix_caching=prefix_caching,
             kv_cache_dtype=kv_cache_dtype, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-            max_waiting=max_waiting, speculative=speculative, device=device, num_threads=num_threads,
+            max_waiting=max_waiting, speculative=speculative, draft_model=draft_model, device=device,
+            num_threads=num_threads,
         )  # fmt: skip
         server = ServerConfig(
             host=host, port=port, api_keys=tuple(k for k in api_key or [] if k), catalog_path=catalog_file,
             engine_process=engine_process, max_request_bytes=max_request_bytes,
             allowed_hosts=tuple(h for spec in allowed_hosts or [] for h in spec.split(",") if h.strip()),
+            ray_address=ray_address or None,
             **({"data_dir": data_dir} if data_dir is not None else {}),
         )  # fmt: skip
         config = build_server_config(model or [DEFAULT_MODEL_SOURCE], engine, server)

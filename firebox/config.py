@@ -27,7 +27,7 @@ MIB = 1024 * 1024
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Quantization = Literal["auto", "none", "int4", "int8"]
 AttentionBackendName = Literal["auto", "native", "torch"]
-SpeculativeMethod = Literal["off", "ngram"]
+SpeculativeMethod = Literal["off", "ngram", "draft"]
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -115,8 +115,8 @@ class SchedulerConfig:
     """Most requests waiting; beyond it new requests are refused (HTTP 429)."""
 
     speculative: SpeculativeMethod = "off"
-    """Drafts for every request: `off`, or `ngram` (prompt lookup). A request's `prediction`
-    drafts whatever this says."""
+    """Drafts for every request: `off`, `ngram` (prompt lookup) or `draft` (the engine's draft
+    model). A request's `prediction` drafts whatever this says."""
 
     max_speculative_batch: int = 8
     """No drafts while more requests than this run: the step is compute-bound, guesses cost."""
@@ -160,6 +160,13 @@ class EngineConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     """Where to run."""
 
+    draft_model: ModelConfig | None = None
+    """A smaller model with the same vocabulary that drafts tokens (`speculative = "draft"`)."""
+
+    def __post_init__(self) -> None:
+        if (self.scheduler.speculative == "draft") != (self.draft_model is not None):
+            raise ValueError('speculative "draft" goes with a draft model, and a draft model with it')
+
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -187,7 +194,8 @@ class EngineOptions:
     max_num_seqs: int = SchedulerConfig.max_num_seqs
     max_num_batched_tokens: int = SchedulerConfig.max_num_batched_tokens
     max_waiting: int = SchedulerConfig.max_waiting
-    speculative: SpeculativeMethod = SchedulerConfig.speculative
+    speculative: SpeculativeMethod = SchedulerConfig.speculative  # "draft" when a draft_model is given
+    draft_model: str | None = None  # EngineConfig.draft_model, as a source (same dtype and kernels)
     # DeviceConfig
     device: str = DeviceConfig.device
     num_threads: int | None = DeviceConfig.num_threads
@@ -198,6 +206,11 @@ def engine_config(options: EngineOptions) -> EngineConfig:
     """The one mapping of user-facing engine options onto the component configs (which validate
     them: ValueError)."""
     o = options
+    draft = None
+    if o.draft_model is not None:
+        draft = ModelConfig(source=o.draft_model, name=f"{o.name}#draft", dtype=o.dtype, quantization=o.quantization,
+                            max_model_len=o.max_model_len, seed=o.seed)  # fmt: skip
+    speculative = "draft" if draft is not None and o.speculative == "off" else o.speculative
     return EngineConfig(
         model=ModelConfig(source=o.source, name=o.name, dtype=o.dtype, quantization=o.quantization,
                           max_model_len=o.max_model_len, seed=o.seed, generation_overrides=o.generation_overrides,
@@ -205,8 +218,9 @@ def engine_config(options: EngineOptions) -> EngineConfig:
         cache=CacheConfig(block_size=o.block_size, num_blocks=o.num_kv_blocks, memory_bytes=o.kv_cache_mib * MIB,
                           enable_prefix_caching=o.prefix_caching, kv_cache_dtype=o.kv_cache_dtype),
         scheduler=SchedulerConfig(max_num_seqs=o.max_num_seqs, max_num_batched_tokens=o.max_num_batched_tokens,
-                                  max_waiting=o.max_waiting, speculative=o.speculative),
+                                  max_waiting=o.max_waiting, speculative=speculative),
         device=DeviceConfig(device=o.device, num_threads=o.num_threads, attention_backend=o.attention_backend),
+        draft_model=draft,
     )  # fmt: skip
 
 
@@ -284,6 +298,10 @@ class ServerConfig:
 
     deployments: DeploymentConfig = field(default_factory=DeploymentConfig)
     """Replica routing, cold starts and restarts."""
+
+    ray_address: str | None = None
+    """The Ray cluster that runs deployment replicas (Ray Serve), or `auto` for the one this
+    machine belongs to; `None`: replicas are local engine processes."""
 
     max_request_bytes: int = 32 * MIB
     """Largest request body; a larger one is answered 413 before it is read."""

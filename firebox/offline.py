@@ -81,12 +81,13 @@ class LLM:
         num_threads: int | None = None,
         seed: int = 0,
         speculative: SpeculativeMethod = "off",
+        draft_model: str | None = None,
     ) -> None:
         config = engine_config(EngineOptions(
             source=model, name=name or (DEFAULT_MODEL_NAME if model == DEFAULT_MODEL_SOURCE else model), dtype=dtype,
             quantization=quantization, max_model_len=max_model_len, seed=seed, num_kv_blocks=num_kv_blocks,
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, device=device,
-            num_threads=num_threads, speculative=speculative,
+            num_threads=num_threads, speculative=speculative, draft_model=draft_model,
         ))  # fmt: skip
         self.core, self.model_info = build_core(config)
         self.tokenizer = self.core.tokenizer

@@ -7,12 +7,14 @@ offline `LLM`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 
-from firebox.config import EngineConfig
+from firebox.config import EngineConfig, SchedulerConfig
 from firebox.engine.core import EngineCore, build_engine_core
+from firebox.engine.speculation import DraftModelProposer
 from firebox.engine.describe import model_info
 from firebox.engine.types import ModelInfo
 
@@ -39,6 +41,8 @@ def build_core(config: EngineConfig, progress: Progress | None = None) -> tuple[
         max_model_len=info.max_model_len,
         eos_token_ids=source.eos_token_ids,
     )
+    if config.draft_model is not None:
+        core.draft_proposer = _draft_proposer(config, info)
     logger.info(
         "loaded %s (%s) in %.2fs: %s, %s, %s, %s attention, %d KV blocks of %d tokens",
         config.model.name,
@@ -52,3 +56,16 @@ def build_core(config: EngineConfig, progress: Progress | None = None) -> tuple[
         config.cache.block_size,
     )
     return core, info
+
+
+def _draft_proposer(config: EngineConfig, info: ModelInfo) -> DraftModelProposer:
+    """The draft model in an engine core of its own (one request at a time, greedy)."""
+    draft = dataclasses.replace(
+        config, model=config.draft_model, draft_model=None, scheduler=SchedulerConfig(max_num_seqs=1)
+    )
+    draft_core, draft_info = build_core(draft)
+    if draft_info.vocab_size != info.vocab_size:
+        raise ValueError(
+            f"the draft model's vocabulary ({draft_info.vocab_size} tokens) is not the model's ({info.vocab_size})"
+        )
+    return DraftModelProposer(draft_core)

@@ -15,7 +15,7 @@ from firebox.engine.detokenizer import IncrementalDetokenizer
 from firebox.engine.kv_cache import KVCacheManager
 from firebox.engine.request import Request
 from firebox.engine.scheduler import RequestUpdate, Scheduler
-from firebox.engine.speculation import NgramProposer
+from firebox.engine.speculation import DraftModelProposer, NgramProposer, Proposer
 from firebox.engine.stats import EngineStats
 from firebox.engine.structured_output import GrammarCompiler
 from firebox.engine.types import (
@@ -36,6 +36,16 @@ class EngineCore:
         self.scheduler = scheduler
         self.tokenizer = tokenizer
         self._compiling: list[Request] = []  # constrained requests whose grammar is not compiled yet
+        self.draft_proposer: DraftModelProposer | None = None  # set by engine/build.py with a draft model
+
+    def _server_proposer(self) -> Proposer | None:
+        """The drafts of requests without a prediction: what `SchedulerConfig.speculative` says."""
+        method = self.scheduler.config.speculative
+        if method == "ngram":
+            return NgramProposer()
+        if method == "draft":
+            return self.draft_proposer
+        return None
 
     @functools.cached_property
     def grammars(self) -> GrammarCompiler:
@@ -56,8 +66,8 @@ class EngineCore:
             raise ValueError("min_tokens cannot be combined with structured output")
         req = Request.from_engine_request(request)
         req.detokenizer = IncrementalDetokenizer(self.tokenizer, request.sampling, request.prompt_token_ids)
-        if req.proposer is None and self.scheduler.config.speculative == "ngram":
-            req.proposer = NgramProposer()
+        if req.proposer is None:
+            req.proposer = self._server_proposer()
         self.scheduler.add_request(req)
         if request.structured_output is not None:
             req.grammar = self.grammars.submit(request.structured_output)

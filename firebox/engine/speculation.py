@@ -9,19 +9,28 @@ speculation: token for token when greedy, and for a seeded request too. (A draft
 deterministic proposal, so "sample, accept while equal" is exactly Leviathan et al.'s
 accept-with-probability-p rule with q = 1, and the residual is p without the draft.)
 
-Proposers, both by lookup (no second model):
+Proposers:
 - `PredictionProposer`: the request's predicted output (`prediction`), re-aligned to the output
   by its last tokens, so a wrong word does not waste the rest of the prediction;
-- `NgramProposer`: earlier occurrences of the output's last tokens in the prompt and output.
+- `NgramProposer`: earlier occurrences of the output's last tokens in the prompt and output;
+- `DraftModelProposer`: a smaller model with the same vocabulary, decoding greedily in an engine
+  core of its own.
 `DraftBudget` turns speculation down when it does not pay: fewer drafts as acceptance drops, and
 none when the batch is large enough that the step is compute-bound.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from firebox.engine.types import EngineRequest, SamplingParams
+
+if TYPE_CHECKING:
+    from firebox.engine.types import RequestOutput
 
 MAX_DRAFT_TOKENS = 8  # per request and step
 MIN_MATCH = 2  # tokens of context a lookup must match (1 proposes too much noise)
@@ -63,6 +72,44 @@ class NgramProposer:
     def propose(self, prompt_ids: Sequence[int], output_ids: Sequence[int], max_tokens: int) -> list[int]:
         tokens = [*prompt_ids, *output_ids]
         return _continuation(tokens, tokens, max_tokens, len(tokens) - 1)
+
+
+class DraftEngine(Protocol):
+    """The part of an `EngineCore` a draft model is driven through."""
+
+    max_model_len: int
+
+    def add_request(self, request: EngineRequest) -> None: ...
+
+    def has_unfinished(self) -> bool: ...
+
+    def step(self) -> list[RequestOutput]: ...
+
+
+class DraftModelProposer:
+    """Greedy continuations from a draft model's own engine core, one short request per proposal.
+
+    Nothing needs rolling back when drafts are rejected: each proposal is a new request over the
+    whole context, and the draft core's prefix cache hands back the blocks it computed for the
+    previous proposal, so only the tokens since then (and the partial last block) are computed.
+    """
+
+    def __init__(self, engine: DraftEngine) -> None:
+        self._engine = engine
+        self._ids = itertools.count()
+
+    def propose(self, prompt_ids: Sequence[int], output_ids: Sequence[int], max_tokens: int) -> list[int]:
+        context = (*prompt_ids, *output_ids)
+        max_tokens = min(max_tokens, self._engine.max_model_len - len(context) - 1)
+        if max_tokens <= 0:
+            return []
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        self._engine.add_request(EngineRequest(f"draft-{next(self._ids)}", context, sampling, time.monotonic()))
+        drafts: list[int] = []
+        while self._engine.has_unfinished():
+            for output in self._engine.step():
+                drafts.extend(output.new_token_ids)
+        return drafts
 
 
 @dataclass(slots=True)

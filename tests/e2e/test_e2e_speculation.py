@@ -92,3 +92,13 @@ def test_ngram_speculation_gives_the_plain_greedy_output(ngram_llm, greedy_alone
     stats = ngram_llm.core.stats()
     assert stats.num_draft_tokens > 0  # it did speculate
     assert ngram_llm.core.scheduler.kv.num_free_blocks == ngram_llm.core.scheduler.kv.num_blocks
+
+
+def test_a_draft_model_gives_the_plain_greedy_output(default_gguf, greedy_alone) -> None:
+    # The default model drafting for itself: every draft is accepted, and nothing changes
+    llm = offline_llm(draft_model="default")
+    prompts = list(PROMPTS[:3])
+    for prompt, output in zip(prompts, llm.generate(prompts, GREEDY)):
+        assert output.outputs[0].token_ids == greedy_alone[prompt].token_ids, prompt
+    stats = llm.core.stats()
+    assert stats.num_accepted_draft_tokens == stats.num_draft_tokens > 0

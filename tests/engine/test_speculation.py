@@ -190,3 +190,21 @@ def test_constrained_speculation_checks_the_grammar_at_every_drafted_position(to
         assert text == plain, predicted_text
     right, last = run(tuple(tokenizer.encode(plain)))
     assert last.num_accepted_draft_tokens > 0
+
+
+@pytest.mark.parametrize("draft_is_good", [True, False])
+def test_a_draft_model_drafts_and_changes_nothing_but_the_step_count(tokenizer, draft_is_good: bool) -> None:
+    from firebox.engine.speculation import DraftModelProposer
+
+    expected = _plain(tokenizer, max_tokens=30)
+    draft_token = context_hash_token if draft_is_good else (lambda sched, context: (context[-1] * 3) % 150 + 1)
+    draft_core, _ = make_core(tokenizer, next_token=draft_token)
+    core, _ = make_core(tokenizer)
+    core.scheduler.config = dataclasses.replace(core.scheduler.config, speculative="draft")
+    core.draft_proposer = DraftModelProposer(draft_core)
+    tokens, steps, last = _run(core, [make_engine_request("r", PROMPT, max_tokens=30)])
+    assert tokens["r"] == expected
+    assert last["r"].num_draft_tokens > 0
+    if draft_is_good:
+        assert last["r"].num_accepted_draft_tokens == last["r"].num_draft_tokens and steps < 15
+    assert draft_core.scheduler.kv.num_free_blocks == draft_core.scheduler.kv.num_blocks
