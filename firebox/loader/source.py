@@ -25,6 +25,7 @@ from firebox.loader.hf_folder import (
     read_json,
     safetensors_files,
 )
+from firebox.loader.hub_ref import is_hub_source
 from firebox.loader.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # torch is imported where weights are read, not where a model is described
@@ -60,19 +61,27 @@ class ModelSource:
 
 
 def load_source(config: ModelConfig, progress: Progress | None = None) -> ModelSource:
-    """Open `config.source`: `default`, a `.gguf` file, a Hugging Face folder or `dummy:<path>`.
+    """Open `config.source`: `default`, a `.gguf` file, a Hugging Face folder, `dummy:<path>` or
+    `hf:<org>/<repo>[@<revision>][:<file or quant>]` (downloaded into the Hugging Face cache first).
     Weights are read only when `weights()` is iterated; `progress(done, total)` follows it."""
     spec = config.source
     if spec == DEFAULT_MODEL_SOURCE:
         return gguf_source(default_gguf_path(), progress)
     if spec.startswith("dummy:"):
         return dummy_source(spec.removeprefix("dummy:"))
-    path = Path(spec).expanduser()
+    if is_hub_source(spec):
+        from firebox.loader.hub import local_path  # huggingface_hub: imported for hub sources only
+
+        path = local_path(spec)
+    else:
+        path = Path(spec).expanduser()
     if path.is_file() and _is_gguf(path):
         return gguf_source(path, progress)
     if path.is_dir() and (path / "config.json").is_file():
         return hf_folder_source(path, progress)
-    raise ValueError(f"model source {spec!r} is not 'default', a GGUF file, a folder with config.json or dummy:<path>")
+    raise ValueError(
+        f"model source {spec!r} is not 'default', a GGUF file, a folder with config.json, dummy:<path> or hf:<org>/<repo>"
+    )
 
 
 def default_gguf_path() -> Path:
