@@ -41,8 +41,6 @@ def test_unknown_field_is_a_400_naming_it(server) -> None:
         ("thinking", {"type": "enabled", "budget_tokens": 2048}),
         ("mirostat_target", 5.0),
         ("mirostat_lr", 0.1),
-        ("prediction", {"type": "content", "content": "x"}),
-        ("speculation", "draft"),
         ("safe_tokenization", True),
         ("prompt_cache_max_len", 0),
     ],

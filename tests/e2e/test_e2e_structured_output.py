@@ -100,15 +100,23 @@ def test_parse_with_a_pydantic_model(client) -> None:
 
 
 def test_responses_parse_with_a_pydantic_model(client) -> None:
-    response = client.responses.parse(model=MODEL, input="Describe a pet.", text_format=Pet, max_output_tokens=80)
+    response = client.responses.parse(
+        model=MODEL, input="Describe a pet.", text_format=Pet, max_output_tokens=150, temperature=0.3, extra_body={"seed": 4}
+    )
     assert isinstance(response.output_parsed, Pet)
     assert response.text.format.type == "json_schema"
 
 
 def test_responses_json_object(client) -> None:
     response = client.responses.create(
-        model=MODEL, input="Describe a pet as JSON.", text={"format": {"type": "json_object"}}, max_output_tokens=100
+        model=MODEL,
+        input="Give a short JSON object with a name and an age.",
+        text={"format": {"type": "json_object"}},
+        max_output_tokens=300,
+        temperature=0.3,
+        extra_body={"seed": 2},
     )
+    assert response.status == "completed"
     assert isinstance(json.loads(response.output_text), dict)
 
 
