@@ -59,6 +59,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+KEY = "e2e-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
 def test_serve_a_catalog_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(textwrap.dedent(f"""
@@ -75,7 +79,7 @@ def test_serve_a_catalog_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> Non
     url = f"http://127.0.0.1:{port}"
     args = ["--config", str(catalog), "--port", str(port), "--data-dir", str(tmp_path / "data"), "--num-threads", "1",
             "--num-kv-blocks", "32", "--log-level", "warning", "--shutdown-grace", "0.5"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FIREBOX_API_KEY": ""}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FIREBOX_API_KEY": KEY}  # an open server has no control plane
     firebox = Path(sys.executable).parent / "firebox"  # the console script, as users run it
     log = tmp_path / "server.log"  # a file, not a pipe: nobody reads it while the server runs
     with open(log, "w") as log_file:
@@ -84,10 +88,10 @@ def test_serve_a_catalog_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> Non
         deployment = f"{url}/v1/accounts/fireworks/deployments/tiny-dedicated"
         assert _wait_for_replica(deployment, proc), log.read_text()
         assert proc.poll() is None, log.read_text()
-        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["accounts/fireworks/models/tiny"]
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models", headers=AUTH).json()["data"]] == ["accounts/fireworks/models/tiny"]
         for model in ("tiny", "accounts/fireworks/deployments/tiny-dedicated"):
             body = {"model": model, "prompt": "Hello", "max_tokens": 3, "ignore_eos": True}
-            answer = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+            answer = httpx.post(f"{url}/v1/completions", json=body, headers=AUTH, timeout=60)
             assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
         assert answer.headers["fireworks-deployment"] == "accounts/fireworks/deployments/tiny-dedicated"
         children = _children(proc.pid)
@@ -104,7 +108,7 @@ def test_serve_a_catalog_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> Non
 def _wait_for_replica(deployment_url: str, proc: subprocess.Popen, timeout: float = 120) -> bool:
     """Poll gently (the server is loading on the same two cores) until the replica is ready."""
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2) as client:
+    with httpx.Client(timeout=2, headers=AUTH) as client:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if client.get(deployment_url).json().get("replicaStats", {}).get("readyReplicaCount") == 1:

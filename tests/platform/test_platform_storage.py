@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from datetime import timedelta
 from pathlib import Path
 
@@ -79,7 +81,7 @@ def test_keys_are_stored_hashed_and_found_by_hash(database: Database) -> None:
         row = session.scalar(select(ApiKeyRow))
         assert row.key_hash == hash_key(created.key)
         assert created.key not in (row.key_hash, row.prefix)
-    assert keys.find_by_key(created.key) == created.api_key
+    assert keys.find_by_key(created.key) == dataclasses.replace(created.api_key, role="user")  # with its user's role
     assert keys.find_by_key(created.key + "x") is None
     assert keys.find_by_key("fw_unknown") is None
     assert created.api_key.requests_per_minute == 5
