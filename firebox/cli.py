@@ -18,6 +18,9 @@ import typer
 
 from firebox.bench.cli import bench_app
 from firebox.cli_catalog import catalog_engines
+from firebox.cli_hub import REVISION_HELP, apply_revision, pull_hub_sources
+from firebox.cli_hub import models as models_command
+from firebox.cli_hub import pull as pull_command
 from firebox.cli_keys import keys_app
 from firebox.config import (
     DEFAULT_MODEL_NAME,
@@ -27,11 +30,14 @@ from firebox.config import (
     ServerConfig,
     engine_config,
 )
+from firebox.loader.hub_ref import HubRef, is_hub_source
 from firebox.names import split_model_name
 
 app = typer.Typer(help="firebox: a self-hostable, Fireworks-compatible inference server.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
+app.command("pull")(pull_command)
+app.command("models")(models_command)
 logger = logging.getLogger("firebox")
 
 _NAME_CHARS = re.compile(r"[^a-z0-9._-]+")
@@ -49,10 +55,13 @@ def default_model_name(source: str) -> str:
     """`default` -> the bundled model's name; otherwise accounts/fireworks/models/<lowercased stem>."""
     if source == DEFAULT_MODEL_SOURCE:
         return DEFAULT_MODEL_NAME
-    path = Path(source.removeprefix("dummy:").rstrip("/"))
-    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
-    if path.name == "config.json":  # dummy:<folder>/config.json -> the folder's name
-        stem = path.parent.name
+    if is_hub_source(source):  # hf:<org>/<repo>[:<file or quant>] -> the repository's (or file's) name
+        stem = HubRef.parse(source).stem
+    else:
+        path = Path(source.removeprefix("dummy:").rstrip("/"))
+        stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+        if path.name == "config.json":  # dummy:<folder>/config.json -> the folder's name
+            stem = path.parent.name
     return model_full_name(_NAME_CHARS.sub("-", stem.lower()).strip("-") or "model")
 
 
@@ -102,9 +111,11 @@ def serve(
             "--model",
             "-m",
             help="SOURCE or SOURCE=NAME, repeatable. SOURCE: default | a .gguf file | a Hugging Face folder "
-            "| dummy:<config.json or folder>. NAME: accounts/<acct>/models/<id> or a short <id>.",
+            "| dummy:<config.json or folder> | hf:<org>/<repo>[:<GGUF file or quant, e.g. Q4_K_M>] (downloaded into "
+            "the Hugging Face cache). NAME: accounts/<acct>/models/<id> or a short <id>.",
         ),
     ] = None,
+    revision: Annotated[str | None, typer.Option(help=REVISION_HELP)] = None,
     api_key: Annotated[
         list[str] | None,
         typer.Option("--api-key", envvar="FIREBOX_API_KEY", help="Accepted API key, repeatable. None: open access."),
@@ -183,10 +194,10 @@ def serve(
             ray_address=ray_address or None,
             **({"data_dir": data_dir} if data_dir is not None else {}),
         )  # fmt: skip
-        config = build_server_config(model or [DEFAULT_MODEL_SOURCE], engine, server)
+        config = build_server_config(apply_revision(model or [DEFAULT_MODEL_SOURCE], revision), engine, server)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    run_server(config, shutdown_grace, log_level)
+    run_server(pull_hub_sources(config), shutdown_grace, log_level)
 
 
 # --- running ------------------------------------------------------------------------------------

@@ -75,6 +75,10 @@ class _FileBar(hub_tqdm):
     monitor_interval = 0
 
 
+def cache_dir() -> Path:
+    return Path(constants.HF_HUB_CACHE)
+
+
 def local_path(spec: str) -> Path:
     """The GGUF file or folder that `spec` names, downloaded first when the cache lacks it."""
     return pull(spec).path
@@ -89,8 +93,8 @@ def pull(spec: str) -> Pulled:
         if cached is not None:
             return cached
         if constants.HF_HUB_OFFLINE:
-            raise HubError(f"HF_HUB_OFFLINE is set and {ref} is not in the cache ({constants.HF_HUB_CACHE}): "
-                           f"pull it with `firebox pull {ref}` where the hub is reachable, or unset HF_HUB_OFFLINE")  # fmt: skip
+            raise HubError(f"HF_HUB_OFFLINE is set and {ref} is not in the cache ({cache_dir()}): pull it with "
+                           f"`firebox pull {ref}` where the hub is reachable, or unset HF_HUB_OFFLINE")  # fmt: skip
     with _hub_errors(ref):
         try:
             info = HfApi().model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
@@ -106,7 +110,7 @@ def pull(spec: str) -> Pulled:
 def cached_models() -> list[CachedModel]:
     """Every model revision in the cache, a row per GGUF file in GGUF repositories."""
     try:
-        cache = scan_cache_dir(constants.HF_HUB_CACHE)
+        cache = scan_cache_dir(cache_dir())
     except CacheNotFound:
         return []
     rows = []
@@ -175,7 +179,7 @@ def _from_cache(ref: HubRef) -> Pulled | None:
 def _storage(ref: HubRef) -> Path:
     """The repository's folder in the cache (the layout huggingface_hub documents: refs/, blobs/,
     snapshots/<commit>/)."""
-    return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=ref.repo_id, repo_type="model")
+    return cache_dir() / repo_folder_name(repo_id=ref.repo_id, repo_type="model")
 
 
 def _remember_ref(ref: HubRef, commit: str) -> None:
@@ -189,12 +193,12 @@ def _remember_ref(ref: HubRef, commit: str) -> None:
 
 
 def _check_disk(ref: HubRef, needed: int) -> None:
-    cache = Path(constants.HF_HUB_CACHE)
+    cache = cache_dir()
     folder = next(p for p in (cache, *cache.parents) if p.exists())
     free = free_bytes(folder)
     if needed > free:
-        raise HubError(f"not enough disk space for {ref}: {_size(needed)} to download, {_size(free)} free in {cache}; "
-                       "free some space, or point HF_HOME (or HF_HUB_CACHE) at a larger disk")  # fmt: skip
+        raise HubError(f"not enough disk space for {ref}: {human_size(needed)} to download, {human_size(free)} free "
+                       f"in {cache}; free some space, or point HF_HOME (or HF_HUB_CACHE) at a larger disk")  # fmt: skip
 
 
 def free_bytes(folder: Path) -> int:
@@ -224,7 +228,7 @@ def _hub_errors(ref: HubRef) -> Iterator[None]:
         raise HubError(f"{ref}: the hub answered with an error ({exc}); try again later") from exc
     except _NETWORK_ERRORS as exc:
         raise HubError(f"cannot reach {constants.ENDPOINT} for {ref}, and it is not in the cache "
-                       f"({constants.HF_HUB_CACHE}): check the network (or HF_ENDPOINT, for a mirror). "
+                       f"({cache_dir()}): check the network (or HF_ENDPOINT, for a mirror). "
                        f"Without network: `firebox pull {ref}` on a machine with it, copy the cache over "
                        "and set HF_HUB_OFFLINE=1") from exc  # fmt: skip
 
@@ -233,5 +237,5 @@ def _read_text(path: Path) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def _size(size: int) -> str:
+def human_size(size: int) -> str:
     return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"

@@ -26,6 +26,7 @@ NOT_FETCHED = ("pytorch_model.bin", "README.md", "onnx/model.onnx", "consolidate
 LLAMA_FILES = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "model.safetensors.index.json", "model-00001-of-00002.safetensors",
                "model-00002-of-00002.safetensors"}  # fmt: skip
+Weights = dict[str, np.ndarray]
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 
 
@@ -47,13 +48,13 @@ def llama_weights(config: dict) -> dict[str, np.ndarray]:
     kv_rows = hidden // config["num_attention_heads"] * config["num_key_value_heads"]
     shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,),
               "lm_head.weight": (vocab, hidden)}  # fmt: skip
+    layer_shapes = {"input_layernorm": (hidden,), "post_attention_layernorm": (hidden,),
+                    "self_attn.q_proj": (hidden, hidden), "self_attn.o_proj": (hidden, hidden),
+                    "self_attn.k_proj": (kv_rows, hidden), "self_attn.v_proj": (kv_rows, hidden),
+                    "mlp.gate_proj": (ffn, hidden), "mlp.up_proj": (ffn, hidden),
+                    "mlp.down_proj": (hidden, ffn)}  # fmt: skip
     for i in range(config["num_hidden_layers"]):
-        layer = f"model.layers.{i}"
-        shapes |= {f"{layer}.input_layernorm.weight": (hidden,), f"{layer}.post_attention_layernorm.weight": (hidden,),
-                   f"{layer}.self_attn.q_proj.weight": (hidden, hidden), f"{layer}.self_attn.o_proj.weight": (hidden, hidden),
-                   f"{layer}.self_attn.k_proj.weight": (kv_rows, hidden), f"{layer}.self_attn.v_proj.weight": (kv_rows, hidden),
-                   f"{layer}.mlp.gate_proj.weight": (ffn, hidden), f"{layer}.mlp.up_proj.weight": (ffn, hidden),
-                   f"{layer}.mlp.down_proj.weight": (hidden, ffn)}  # fmt: skip
+        shapes |= {f"model.layers.{i}.{name}.weight": shape for name, shape in layer_shapes.items()}
     return {name: (rng.standard_normal(shape) * 0.05).astype(np.float32) for name, shape in shapes.items()}
 
 
@@ -66,10 +67,10 @@ def write_llama_repo(folder: Path) -> dict[str, np.ndarray]:
     _write_json(folder / "tokenizer_config.json", {"eos_token": "<|im_end|>", "chat_template": TEMPLATE})
     _write_json(folder / "generation_config.json", {"temperature": 0.6, "eos_token_id": 3})
     weights = llama_weights(config)
-    shards: dict[str, dict[str, np.ndarray]] = {"model-00001-of-00002.safetensors": {},
-                                                "model-00002-of-00002.safetensors": {}}  # fmt: skip
+    first, second = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    shards: dict[str, dict[str, np.ndarray]] = {first: {}, second: {}}
     for name, array in weights.items():
-        shards["model-00001-of-00002.safetensors" if ".layers.0." in name else "model-00002-of-00002.safetensors"][name] = array
+        shards[first if ".layers.0." in name else second][name] = array
     for shard, tensors in shards.items():
         save_file(tensors, str(folder / shard))
     weight_map = {name: shard for shard, tensors in shards.items() for name in tensors}
@@ -103,6 +104,15 @@ def fake_hub_with_repos(root: Path) -> tuple[FakeHub, dict[str, np.ndarray]]:
     hub.add(GATED, root / "gated", gated=True)
     hub.add(UNSUPPORTED, root / "gpt2")
     return hub, weights
+
+
+@contextmanager
+def serving_fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeHub, Weights]]:
+    """The repositories above on a running fake hub, huggingface_hub pointed at it (the fixture of
+    the test_hub_* modules); yields the hub and the safetensors Llama's weights."""
+    fake_hub, weights = fake_hub_with_repos(tmp_path / "repos")
+    with hub_environment(fake_hub, tmp_path / "hf_home", monkeypatch):
+        yield fake_hub, weights
 
 
 @contextmanager

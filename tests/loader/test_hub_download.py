@@ -17,14 +17,13 @@ from firebox.loader import hub
 from firebox.loader.hub_ref import HubError
 from firebox.loader.source import load_source
 from tests.loader.fake_hub import FakeHub
-from tests.loader.hub_repos import GATED, GGUF, LLAMA, LLAMA_FILES, UNSUPPORTED, fake_hub_with_repos, hub_environment
+from tests.loader.hub_repos import GATED, GGUF, LLAMA, LLAMA_FILES, UNSUPPORTED, serving_fake_hub
 
 
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeHub, dict[str, np.ndarray]]]:
-    fake_hub, weights = fake_hub_with_repos(tmp_path / "repos")
-    with hub_environment(fake_hub, tmp_path / "hf_home", monkeypatch):
-        yield fake_hub, weights
+    with serving_fake_hub(tmp_path, monkeypatch) as served:
+        yield served
 
 
 def test_safetensors_repo_fetches_only_what_firebox_reads(fake: tuple[FakeHub, dict[str, np.ndarray]]) -> None:
@@ -127,7 +126,7 @@ def test_unsupported_architecture_is_refused_before_the_weights(fake: tuple[Fake
 
 def test_not_enough_disk(fake: tuple[FakeHub, dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub, "free_bytes", lambda folder: 100)
-    with pytest.raises(HubError, match=r"not enough disk space for .*: 0.1 MiB to download, 0.0 MiB free in .*point HF_HOME"):
+    with pytest.raises(HubError, match=r"not enough disk space for .*: 0.1 MiB to download, 0.0 MiB free in .*HF_HOME"):
         hub.pull(f"hf:{GGUF}:Q8_0")
     assert fake[0].downloads() == []
 

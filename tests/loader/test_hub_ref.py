@@ -93,7 +93,9 @@ def test_folder_files_take_the_index_shards_and_no_other_format() -> None:
     assert folder_files(["config.json", "model.safetensors", "consolidated.safetensors"], None)[-1:] == [
         "model.safetensors"
     ]
-    assert folder_files(["config.json", "x.safetensors", "onnx/y.safetensors"], None) == ["config.json", "x.safetensors"]
+    assert folder_files(["config.json", "x.safetensors", "onnx/y.safetensors"], None) == [
+        "config.json", "x.safetensors"
+    ]
 
 
 def test_unsupported_architecture_names_the_supported_ones() -> None:
