@@ -89,11 +89,12 @@ def echoed_text(req: ResponseCreateRequest) -> dict[str, Any]:
 def response_usage(usage: UsageInfo) -> ResponseUsage:
     completion = usage.completion_tokens or 0
     cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+    reasoning = usage.completion_tokens_details.reasoning_tokens if usage.completion_tokens_details else 0
     return ResponseUsage(
         input_tokens=usage.prompt_tokens,
         input_tokens_details=InputTokensDetails(cached_tokens=cached or 0),
         output_tokens=completion,
-        output_tokens_details=OutputTokensDetails(),
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning),
         total_tokens=usage.total_tokens,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=completion,

@@ -67,7 +67,10 @@ class ResponsesService:
             chat = chat_request(req, items)
             prepared = self._chat.prepare(chat, handle.engine)
             check_input_fits(prepared.prompts[0], handle.engine.model_info.max_model_len)
-            plan = plan_generation(chat, handle, ctx, prepared.prompts, "input", prepared.structured_output)
+            plan = plan_generation(
+                chat, handle, ctx, prepared.prompts, "input", prepared.structured_output,
+                thinking=prepared.thinking, keep_special_tokens=prepared.keep_special_tokens,
+            )  # fmt: skip
         except ServingError as exc:  # refused before the engine: still one record
             record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
             self._recorder.emit(record)

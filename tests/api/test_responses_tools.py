@@ -211,3 +211,22 @@ def test_server_side_tools_are_refused_by_name(tools_server) -> None:
     response = _post(tools_server, {"model": MODEL, "input": "Hi", "tools": [{"type": "file_search"}]})
     message = response.json()["error"]["message"]
     assert "'file_search'" in message and "only function tools" in message
+
+
+def test_a_thinking_model_calls_after_its_thinking(client, server, monkeypatch) -> None:
+    """Qwen3's template (Hermes calls, <think>): the thinking is in neither the text nor the calls,
+    and its tokens are counted as reasoning tokens."""
+    from tests.fakes import thinking_tokenizer
+
+    monkeypatch.setattr(server.engine, "tokenizer", thinking_tokenizer())
+    monkeypatch.setattr(server.engine, "max_model_len", 4096)
+    server.engine.reply = f'<think>\nParis, then.\n</think>\n\n<tool_call>\n{PARIS}\n</tool_call>'
+    for stream in (False, True):
+        if stream:
+            response = list(client.responses.create(model=MODEL, input="Hi", tools=[WEATHER], stream=True))[-1].response
+        else:
+            response = client.responses.create(model=MODEL, input="Hi", tools=[WEATHER])
+        assert [(item.type, item.name) for item in response.output] == [("function_call", "get_weather")]
+        assert 0 < response.usage.output_tokens_details.reasoning_tokens < response.usage.output_tokens
+    server.engine.reply = "<think>\nEasy.\n</think>\n\nHello."
+    assert client.responses.create(model=MODEL, input="Hi").output_text == "Hello."
