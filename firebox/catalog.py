@@ -4,6 +4,7 @@
     id = "smollm2-135m-instruct"      # served as accounts/<account>/models/<id>
     account = "fireworks"             # default: fireworks (public unless `public = false`)
     source = "default"                # default | a .gguf file | a Hugging Face folder | dummy:<config>
+                                      # | hf:<org>/<repo>[@<revision>][:<GGUF file or quant>]
     dtype = "auto"                    # auto | float32 | bfloat16 | float16
     quantization = "auto"             # auto | none | int8 | int4
     max_model_len = 2048              # context length; default: the model's own
@@ -45,6 +46,7 @@ from firebox.config import (
     Quantization,
     engine_config,
 )
+from firebox.loader.hub_ref import HubRef, is_hub_source
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p")
 _POLICY_KEYS = {"scale_up_window": "scaleUpWindow", "scale_down_window": "scaleDownWindow",
@@ -190,6 +192,11 @@ def _model(entry: Mapping[str, Any]) -> CatalogModel:
     model = CatalogModel(model_id=entry["id"], default_sampling=tuple((k, float(v)) for k, v in sampling.items()),
                          **fields)
     model.engine_config(EngineOptions())  # validates dtype, quantization, max_model_len
+    if is_hub_source(model.source):
+        try:
+            HubRef.parse(model.source)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     if model.tool_call_format is not None:
         from firebox.serving.tools.formats import tool_format  # here: the catalog is read before engines start
 

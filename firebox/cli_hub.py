@@ -72,7 +72,7 @@ def pull_hub_sources(config: ServerConfig) -> ServerConfig:
         engines = tuple(_pinned_engine(engine) for engine in config.engines)
         if config.catalog_path is not None:
             _pull_deployment_models(config)
-    except HubError as exc:
+    except (HubError, ValueError) as exc:  # ValueError: a malformed hf: source named with =NAME
         _fail(exc)
     return dataclasses.replace(config, engines=engines)
 

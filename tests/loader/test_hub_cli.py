@@ -68,8 +68,8 @@ def test_serve_pulls_first_and_pins_each_engine(fake: tuple[FakeHub, Weights], m
     models = [engine.model for engine in seen[0].engines]
     assert [m.name for m in models] == ["accounts/fireworks/models/tiny-llama", "accounts/fireworks/models/tiny-gguf",
                                         "accounts/fireworks/models/smollm2-135m-instruct"]  # fmt: skip
-    assert [m.source for m in models] == [f"hf:{LLAMA}@{fake_hub.repos[LLAMA].commit}",
-                                          f"hf:{GGUF}@{fake_hub.repos[GGUF].commit}:tiny-llama-Q8_0.gguf", "default"]  # fmt: skip
+    llama, gguf = fake_hub.repos[LLAMA].commit, fake_hub.repos[GGUF].commit
+    assert [m.source for m in models] == [f"hf:{LLAMA}@{llama}", f"hf:{GGUF}@{gguf}:tiny-llama-Q8_0.gguf", "default"]
 
 
 def test_serve_refuses_what_it_cannot_pull(fake: tuple[FakeHub, Weights], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,3 +81,29 @@ def test_serve_refuses_what_it_cannot_pull(fake: tuple[FakeHub, Weights], monkey
     assert ambiguous.exit_code == 1 and "holds 2 GGUF files" in ambiguous.stderr
     no_hub_model = runner.invoke(app, ["serve", "-m", "default", "--revision", "main"])
     assert no_hub_model.exit_code == 2 and "--revision applies to hf: models" in no_hub_model.output
+
+
+def test_a_catalog_takes_hub_sources(fake: tuple[FakeHub, Weights], monkeypatch: pytest.MonkeyPatch,
+                                     tmp_path: Path) -> None:  # fmt: skip
+    fake_hub, _ = fake
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(f"""
+[[models]]
+id = "tiny"
+source = "hf:{GGUF}:Q8_0"
+
+[[models]]
+id = "tiny-dedicated"
+source = "hf:{LLAMA}"
+serverless = false
+""")
+    seen: list[ServerConfig] = []
+    monkeypatch.setattr("firebox.cli.run_server", lambda config, *args, **kwargs: seen.append(config))
+    result = CliRunner().invoke(app, ["serve", "--config", str(catalog)], env={"FIREBOX_API_KEY": ""})
+    assert result.exit_code == 0, result.output
+    pinned = f"hf:{GGUF}@{fake_hub.repos[GGUF].commit}:tiny-llama-Q8_0.gguf"
+    assert [e.model.source for e in seen[0].engines] == [pinned]
+    assert "model-00002-of-00002.safetensors" in fake_hub.downloads()  # the deployment-only model, for its replicas
+    catalog.write_text('[[models]]\nid = "bad"\nsource = "hf:no-org"\n')
+    bad = CliRunner().invoke(app, ["serve", "--config", str(catalog)])
+    assert bad.exit_code == 2 and "model 'bad'" in bad.output
