@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
+from firebox.engine.runner.logit_edits import LogitBiasCache
 from firebox.engine.runner.sampling_batch import build_sampling_batch
 from firebox.engine.types import SamplingParams
 from tests.runner.helpers import CPU, draw_frequencies, make_request, sample
@@ -104,3 +107,35 @@ def test_out_of_vocabulary_ids_are_rejected() -> None:
     with pytest.raises(ValueError, match="stop_token_ids"):
         params = SamplingParams(min_tokens=1, stop_token_ids=(-1,))
         build_sampling_batch([make_request(params)], VOCAB, (0,), CPU)
+
+
+class _CountedBias(tuple):
+    """A logit_bias that counts how often it is read entry by entry."""
+
+    def __iter__(self):
+        self.reads = getattr(self, "reads", 0) + 1
+        return super().__iter__()
+
+
+def _with_id(req, request_id: str):
+    return dataclasses.replace(req, request_id=request_id)
+
+
+def test_logit_bias_is_built_once_per_request_and_rebuilt_after_it_is_freed() -> None:
+    cache = LogitBiasCache()
+    bias = _CountedBias(((3, 1.0), (7, -2.0), (3, 5.0)))  # a repeated id: the last bias wins
+    first = _with_id(make_request(SamplingParams(logit_bias=bias)), "a")
+    other = _with_id(make_request(SamplingParams(logit_bias=((9, 4.0),))), "b")
+    plain = _with_id(make_request(SamplingParams()), "c")
+    reads_at_admission = getattr(bias, "reads", 0)
+    logits = torch.zeros(3, VOCAB)
+    for _ in range(4):  # four steps, the same requests
+        edits = build_sampling_batch([plain, first, other], VOCAB, (0,), CPU, bias_cache=cache).edits
+        out = edits.apply(logits)
+        assert out[1, 3].item() == 5.0 and out[1, 7].item() == -2.0 and out[2, 9].item() == 4.0
+        assert torch.count_nonzero(out).item() == 3
+    assert bias.reads - reads_at_admission == 1 and len(cache) == 2
+    cache.drop(["a", "c"])  # the scheduler freed them (finished or preempted)
+    assert len(cache) == 1
+    build_sampling_batch([first], VOCAB, (0,), CPU, bias_cache=cache)
+    assert bias.reads - reads_at_admission == 2

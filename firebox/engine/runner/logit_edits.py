@@ -11,7 +11,7 @@ Every edit touches only (row, token) entries that occur in some request, never a
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,11 +52,43 @@ class LogitEdits:
         return edited
 
 
+class LogitBiasCache:
+    """Each request's logit_bias as device tensors, built the first time the request samples and
+    kept until the scheduler frees it (`drop`), so a step concatenates a few tensors instead of
+    rebuilding up to MAX_LOGIT_BIAS Python entries per row."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[tuple[tuple[int, float], ...], Tensor, Tensor]] = {}
+
+    def tensors(self, req: ScheduledRequest, vocab_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(token ids, biases) of `req`; rebuilt only when its bias is not the one cached for its id."""
+        bias = req.sampling.logit_bias
+        entry = self._entries.get(req.request_id)
+        if entry is None or entry[0] is not bias:
+            by_token = dict(bias)  # a repeated token id: the last bias wins
+            _check_token_ids(list(by_token), vocab_size, "logit_bias")
+            entry = (bias, _long(list(by_token), device), _float(list(by_token.values()), device))
+            self._entries[req.request_id] = entry
+        return entry[1], entry[2]
+
+    def drop(self, request_ids: Iterable[str]) -> None:
+        for request_id in request_ids:
+            self._entries.pop(request_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def build_logit_edits(
-    requests: Sequence[ScheduledRequest], vocab_size: int, eos_token_ids: Sequence[int], device: torch.device
+    requests: Sequence[ScheduledRequest],
+    vocab_size: int,
+    eos_token_ids: Sequence[int],
+    device: torch.device,
+    bias_cache: LogitBiasCache | None = None,
 ) -> LogitEdits | None:
+    """`bias_cache` keeps the logit_bias tensors between steps (the runner's); None builds them anew."""
     edits = LogitEdits(
-        logit_bias=_logit_bias(requests, vocab_size, device),
+        logit_bias=_logit_bias(requests, vocab_size, device, LogitBiasCache() if bias_cache is None else bias_cache),
         banned=_min_tokens_bans(requests, vocab_size, eos_token_ids, device),
         repetition=_repetition(requests, vocab_size, device),
         frequency_presence=_frequency_presence(requests, vocab_size, device),
@@ -66,15 +98,16 @@ def build_logit_edits(
 
 
 def _logit_bias(
-    requests: Sequence[ScheduledRequest], vocab_size: int, device: torch.device
+    requests: Sequence[ScheduledRequest], vocab_size: int, device: torch.device, cache: LogitBiasCache
 ) -> LogitEntries | None:
-    bias = [dict(req.sampling.logit_bias) for req in requests]  # a repeated token id: the last bias wins
-    entries = [(i, tok, value) for i, row in enumerate(bias) for tok, value in row.items()]
-    if not entries:
+    rows = [i for i, req in enumerate(requests) if req.sampling.logit_bias]
+    if not rows:
         return None
-    rows, token_ids, values = zip(*entries)
-    _check_token_ids(token_ids, vocab_size, "logit_bias")
-    return LogitEntries(_long(rows, device), _long(token_ids, device), _float(values, device))
+    pairs = [cache.tensors(requests[i], vocab_size, device) for i in rows]
+    token_ids = torch.cat([tokens for tokens, _ in pairs])
+    lengths = _long([len(tokens) for tokens, _ in pairs], device)
+    row_ids = torch.repeat_interleave(_long(rows, device), lengths)
+    return LogitEntries(row_ids, token_ids, torch.cat([values for _, values in pairs]))
 
 
 def _min_tokens_bans(

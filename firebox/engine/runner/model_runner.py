@@ -16,6 +16,7 @@ from firebox.config import CacheConfig, DeviceConfig, ModelConfig
 from firebox.engine.runner.attention.torch_ref import TorchAttentionBackend
 from firebox.engine.runner.device import configure_threads, resolve_device, resolve_dtype
 from firebox.engine.runner.input_batch import ModelInput, prepare_inputs
+from firebox.engine.runner.logit_edits import LogitBiasCache
 from firebox.engine.runner.sampler import Sampler, build_sampling_batch, compute_prompt_logprobs
 from firebox.engine.runner.weight_kernels import PackingSink, install_weight_kernels, resolve_quantization
 from firebox.engine.types import ModelRunnerOutput, SchedulerOutput, TokenBitmask, TokenLogprob
@@ -72,6 +73,7 @@ class ModelRunner:
         self.kv_caches = self._allocate_kv_caches(self.num_kv_blocks)
         self.layer_stack = self._attach_layer_stack()  # "native" or "python"
         self.sampler = Sampler()
+        self.logit_bias_cache = LogitBiasCache()  # per request, dropped when the scheduler frees it
 
     def _build_model(
         self, model_config: ModelConfig, source: ModelSource, quantization: str
@@ -118,6 +120,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, batch: SchedulerOutput) -> ModelRunnerOutput:
+        self.logit_bias_cache.drop(batch.freed_request_ids)
         if batch.is_empty:
             return ModelRunnerOutput([], [], None)
         inp = prepare_inputs(batch, self.block_size, self.device)
@@ -135,7 +138,8 @@ class ModelRunner:
         rows = torch.tensor(inp.sample_rows, device=self.device)
         logits = self.model.compute_logits(hidden.index_select(0, rows))  # [num_sampled, vocab] fp32
         sampling = build_sampling_batch(
-            inp.sample_requests, logits.shape[-1], self.eos_token_ids, self.device, token_bitmask
+            inp.sample_requests, logits.shape[-1], self.eos_token_ids, self.device, token_bitmask,
+            self.logit_bias_cache,
         )
         token_ids, logprobs = self.sampler(logits, sampling).to_lists()  # one host transfer
         return ModelRunnerOutput(

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from firebox.engine.runner.grammar_mask import AllowedTokens, build_allowed_tokens
-from firebox.engine.runner.logit_edits import LogitEdits, build_logit_edits
+from firebox.engine.runner.logit_edits import LogitBiasCache, LogitEdits, build_logit_edits
 from firebox.engine.types import SamplingParams, ScheduledRequest, TokenBitmask
 
 _MASK_63 = 0x7FFF_FFFF_FFFF_FFFF
@@ -62,8 +62,10 @@ def build_sampling_batch(
     eos_token_ids: Sequence[int],
     device: torch.device,
     token_bitmask: TokenBitmask | None = None,
+    bias_cache: LogitBiasCache | None = None,
 ) -> SamplingBatch:
-    """Tensors for the requests that sample this step, in the order of their logits rows."""
+    """Tensors for the requests that sample this step, in the order of their logits rows;
+    `bias_cache` (the runner's) keeps each request's logit_bias tensors between steps."""
     greedy = [i for i, req in enumerate(requests) if is_greedy(req.sampling)]
     randoms = [i for i, req in enumerate(requests) if not is_greedy(req.sampling)]
     asked = [req.sampling.logprobs for req in requests]
@@ -73,7 +75,7 @@ def build_sampling_batch(
         vocab_size=vocab_size,
         greedy_row_ids=_long(greedy, device) if greedy and randoms else None,
         random=_random_rows(requests, randoms, vocab_size, device) if randoms else None,
-        edits=build_logit_edits(requests, vocab_size, eos_token_ids, device),
+        edits=build_logit_edits(requests, vocab_size, eos_token_ids, device, bias_cache),
         allowed=build_allowed_tokens(token_bitmask, [req.request_id for req in requests], device),
         num_logprobs=asked,
         max_logprobs=None if max_asked is None else min(max_asked, vocab_size),
