@@ -86,3 +86,15 @@ class ArgumentsDeltaEvent(_ItemEvent):
 class ArgumentsDoneEvent(_ItemEvent):
     type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
     arguments: str
+
+
+class ReasoningDeltaEvent(_ItemEvent):
+    type: Literal["response.reasoning_text.delta"] = "response.reasoning_text.delta"
+    content_index: int = 0
+    delta: str
+
+
+class ReasoningDoneEvent(_ItemEvent):
+    type: Literal["response.reasoning_text.done"] = "response.reasoning_text.done"
+    content_index: int = 0
+    text: str

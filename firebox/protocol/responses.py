@@ -131,8 +131,13 @@ class StreamOptions(RequestModel):
     include_obfuscation: bool | None = None
 
 
-def _is_neutral_reasoning(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("effort") in (None, "none") and value.get("summary") is None
+class ReasoningConfig(RequestModel):
+    """`reasoning`: whether a thinking model thinks (`effort`; "none" turns it off where the chat
+    template can). firebox writes no reasoning summaries: the thinking itself is the reasoning item."""
+
+    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    summary: None = None
+    generate_summary: None = None
 
 
 def _is_empty(value: Any) -> bool:
@@ -141,7 +146,6 @@ def _is_empty(value: Any) -> bool:
 
 # field -> (test for the values that change nothing, why the rest are refused)
 _NEUTRAL: dict[str, tuple[Any, str]] = {
-    "reasoning": (lambda v: v is None or _is_neutral_reasoning(v), "reasoning controls are not supported"),
     "background": (lambda v: not v, "background responses are not supported"),
     "conversation": (_is_empty, "conversations are not supported; use previous_response_id"),
     "prompt": (_is_empty, "prompt templates are not supported"),
@@ -198,8 +202,9 @@ class ResponseCreateRequest(_ChatFields):  # type: ignore[misc,valid-type]
     parallel_tool_calls: bool | None = None
     max_tool_calls: Annotated[int, Field(ge=1)] | None = None  # the most function calls kept in the output
 
+    reasoning: ReasoningConfig | None = None
+
     # declared so that they are known; only their neutral values pass (see `_NEUTRAL`)
-    reasoning: dict[str, Any] | None = None
     background: bool | None = None
     conversation: str | dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
@@ -281,7 +286,22 @@ class OutputFunctionCall(ResponseModel):
     status: Literal["in_progress", "completed", "incomplete"]
 
 
-OutputItem = Annotated[OutputMessage | OutputFunctionCall, Field(discriminator="type")]
+class ReasoningText(ResponseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class OutputReasoning(ResponseModel):
+    """What a thinking model thought before it answered (its `<think>` text)."""
+
+    id: str  # rs_...
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[dict[str, Any]] = Field(default_factory=list)
+    content: list[ReasoningText]
+    status: Literal["in_progress", "completed", "incomplete"]
+
+
+OutputItem = Annotated[OutputMessage | OutputFunctionCall | OutputReasoning, Field(discriminator="type")]
 
 
 class InputTokensDetails(ResponseModel):

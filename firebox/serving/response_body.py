@@ -27,8 +27,10 @@ from firebox.protocol.responses import (
     OutputItem,
     OutputLogprob,
     OutputMessage,
+    OutputReasoning,
     OutputText,
     OutputTokensDetails,
+    ReasoningText,
     ResponseCreateRequest,
     ResponseError,
     ResponseObject,
@@ -70,6 +72,7 @@ def echoed_settings(req: ResponseCreateRequest, model: str, sampling_options: di
         "store": req.wants_store,
         "temperature": sampling_options["temperature"],
         "top_p": sampling_options["top_p"],
+        "reasoning": {"effort": req.reasoning.effort if req.reasoning is not None else None, "summary": None},
         "text": echoed_text(req),
         "tool_choice": echoed_tool_choice(req),
         "tools": echoed_tools(req),
@@ -132,6 +135,12 @@ class _Message:
     text: str = ""
 
 
+@dataclass(slots=True)
+class _Reasoning:
+    id: str
+    text: str = ""
+
+
 def call_item_id(call: ToolCall) -> str:
     """The function_call item's id, derived from its call_id (streamed and stored bodies agree)."""
     return f"fc_{call.id.removeprefix('call_')}"
@@ -146,7 +155,7 @@ class ResponseBuilder:
         self._renderer = renderer
         self._perf = perf
         self._max_calls = max_calls
-        self.items: list[_Message | ToolCall] = []
+        self.items: list[_Reasoning | _Message | ToolCall] = []
 
     def final_status(self) -> str:
         """completed, or incomplete when the output was cut by its token limit."""
@@ -164,6 +173,8 @@ class ResponseBuilder:
         """The whole output, once the run has ended (not streamed)."""
         parsed = self._renderer.parsed()
         calls = self._kept(parsed.tool_calls)
+        if parsed.reasoning:
+            self.add_reasoning(parsed.reasoning)
         if parsed.content or not calls:
             self.add_text(parsed.content)
         for call in calls:
@@ -176,6 +187,14 @@ class ResponseBuilder:
             return len(self.items) - 1, False
         is_first = not any(isinstance(item, _Message) for item in self.items)
         self.items.append(_Message(self.frame.message_id if is_first else new_item_id(), text))
+        return len(self.items) - 1, True
+
+    def add_reasoning(self, text: str) -> tuple[int, bool]:
+        """Thinking onto the reasoning item (it comes first), or a new one; (its index, whether new)."""
+        if self.items and isinstance(self.items[-1], _Reasoning):
+            self.items[-1].text += text
+            return len(self.items) - 1, False
+        self.items.append(_Reasoning(f"rs_{new_item_id().removeprefix('msg_')}", text))
         return len(self.items) - 1, True
 
     def add_call(self, call: ToolCallDelta) -> int:
@@ -203,12 +222,24 @@ class ResponseBuilder:
             return OutputFunctionCall(
                 id=call_item_id(item), call_id=item.id, name=item.name, arguments="", status="in_progress"
             )
+        if isinstance(item, _Reasoning):
+            return OutputReasoning(id=item.id, status="in_progress", content=[])
         return OutputMessage(id=item.id, status="in_progress", content=[])
 
     def output_item(self, index: int, status: str) -> OutputItem:
         """The item in a body at `status`."""
         item = self.items[index]
+        if isinstance(item, _Reasoning):
+            return self.reasoning_item(index, status)
         return self.call_item(index) if isinstance(item, ToolCall) else self.message_item(index, status)
+
+    def reasoning_item(self, index: int, status: str) -> OutputReasoning:
+        """Complete once anything follows it; else it shares the response's status."""
+        item = self.items[index]
+        assert isinstance(item, _Reasoning)
+        is_last = index == len(self.items) - 1
+        item_status = _ITEM_STATUS.get(status, "incomplete") if is_last else "completed"
+        return OutputReasoning(id=item.id, status=item_status, content=[ReasoningText(text=item.text)])
 
     def message_item(self, index: int, status: str) -> OutputMessage:
         """The last item shares the response's status; one that a call follows is complete."""

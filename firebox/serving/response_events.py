@@ -2,6 +2,8 @@
 
 Order: response.created, response.in_progress, then each output item in turn, then
 response.completed or response.incomplete; an engine failure ends the stream with response.failed.
+A reasoning item (a thinking model's thoughts) first: response.output_item.added,
+response.reasoning_text.delta, then .done and response.output_item.done when the answer begins.
 A message item: response.output_item.added and response.content_part.added at its first text,
 response.output_text.delta (one per engine delta with text), then response.output_text.done,
 response.content_part.done and response.output_item.done when a call follows it or the output
@@ -28,6 +30,8 @@ from firebox.protocol.response_events import (
     DeltaLogprob,
     LifecycleEvent,
     OutputItemEvent,
+    ReasoningDeltaEvent,
+    ReasoningDoneEvent,
     ResponseEvent,
     TextDeltaEvent,
     TextDoneEvent,
@@ -120,10 +124,15 @@ class _ItemEvents:
         self._builder = builder
         self._seq = seq
         self._open: int | None = None  # the output index of the message taking text
+        self._open_reasoning: int | None = None  # the output index of the reasoning item taking thinking
 
     def delta(self, output: RequestOutput) -> Iterator[ResponseEvent]:
         parsed = self._builder.parse(output)
         logprobs = self._builder.delta_logprobs(output)
+        if parsed.reasoning:
+            yield from self._reasoning(parsed.reasoning)
+        if parsed.content or logprobs or parsed.tool_calls:
+            yield from self._close_reasoning()
         if parsed.content or logprobs:
             yield from self.text(parsed.content, logprobs)
         for call in parsed.tool_calls:
@@ -143,6 +152,24 @@ class _ItemEvents:
         if text or logprobs:
             yield TextDeltaEvent(sequence_number=next(self._seq), **at, delta=text, logprobs=logprobs or [])
 
+    def _reasoning(self, text: str) -> Iterator[ResponseEvent]:
+        index, is_new = self._builder.add_reasoning(text)
+        item = self._builder.opened_item(index)
+        if is_new:
+            self._open_reasoning = index
+            yield self._item_event("response.output_item.added", index, item)
+        yield ReasoningDeltaEvent(sequence_number=next(self._seq), item_id=item.id, output_index=index, delta=text)
+
+    def _close_reasoning(self, status: str = "completed") -> Iterator[ResponseEvent]:
+        """The thinking is over (the answer began, or the output ended)."""
+        if self._open_reasoning is None:
+            return
+        index, self._open_reasoning = self._open_reasoning, None
+        item = self._builder.reasoning_item(index, status)
+        at = {"item_id": item.id, "output_index": index}
+        yield ReasoningDoneEvent(sequence_number=next(self._seq), **at, text=item.content[0].text)
+        yield self._item_event("response.output_item.done", index, item)
+
     def _call(self, index: int) -> Iterator[ResponseEvent]:
         item = self._builder.call_item(index)
         at = {"item_id": item.id, "output_index": index}
@@ -152,7 +179,8 @@ class _ItemEvents:
         yield self._item_event("response.output_item.done", index, item)
 
     def closing(self, final: ResponseObject) -> Iterator[ResponseEvent]:
-        """The open message's end, as the final body has it."""
+        """The open item's end, as the final body has it."""
+        yield from self._close_reasoning(final.status)
         if self._open is not None:
             yield from self._close_message(self._builder.message_item(self._open, final.status))
 

@@ -27,6 +27,7 @@ _ITEM_FIELDS = {
     "message": {"type", "id", "role", "content", "status", "phase"},
     "function_call": {"type", "id", "call_id", "name", "arguments", "status"},
     "function_call_output": {"type", "id", "call_id", "output", "status"},
+    "reasoning": {"type", "id", "summary", "content", "encrypted_content", "status"},
 }
 
 
@@ -72,7 +73,7 @@ def _item(i: int, item: InputItem) -> dict[str, Any]:
     if allowed is None:
         raise InvalidRequestError(
             f"input items of type {item.type!r} are not supported; "
-            "only message, function_call and function_call_output items are",
+            "only message, reasoning, function_call and function_call_output items are",
             param=f"{where}.type",
         )
     given = {name for name in item.model_fields_set if getattr(item, name) is not None} | set(item.model_extra or {})
@@ -124,7 +125,16 @@ _BUILDERS: dict[str, Callable[[InputItem, str], dict[str, Any]]] = {
     "message": _message,
     "function_call": _function_call,
     "function_call_output": _function_call_output,
+    "reasoning": lambda item, where: _reasoning(item),
 }
+
+
+def _reasoning(item: InputItem) -> dict[str, Any]:
+    """An earlier reasoning item, as clients pass the whole output back: kept with the
+    conversation, never put into the prompt (chat templates drop past thinking too)."""
+    texts = [part.text or "" for part in item.content] if isinstance(item.content, list) else []
+    content = [{"type": "reasoning_text", "text": text} for text in texts]
+    return {"id": item.id or new_item_id("rs"), "type": "reasoning", "summary": [], "content": content}
 
 
 def _require(item: InputItem, where: str, *names: str) -> None:
@@ -162,6 +172,8 @@ def chat_messages(instructions: str | None, items: Sequence[dict[str, Any]]) -> 
             _add_call(messages, item)
         elif item["type"] == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        elif item["type"] == "reasoning":
+            continue
         else:
             role = "system" if item["role"] == "developer" else item["role"]
             messages.append({"role": role, "content": "\n".join(part["text"] for part in item["content"])})

@@ -20,7 +20,10 @@ from firebox.protocol.responses import CHAT_FIELDS, ResponseCreateRequest
 from firebox.serving.errors import InvalidRequestError
 from firebox.serving.response_items import chat_messages
 
-_RESPONSES_PARAM = {"messages": "input", "max_tokens": "max_output_tokens", "response_format": "text.format"}
+_RESPONSES_PARAM = {
+    "messages": "input", "max_tokens": "max_output_tokens", "response_format": "text.format",
+    "reasoning_effort": "reasoning.effort",
+}  # fmt: skip
 
 
 def chat_request(req: ResponseCreateRequest, items: list[dict[str, Any]]) -> ChatCompletionRequest:
@@ -29,6 +32,8 @@ def chat_request(req: ResponseCreateRequest, items: list[dict[str, Any]]) -> Cha
     fields.update(max_tokens=req.max_output_tokens, messages=chat_messages(req.instructions, items), **_tools(req))
     if req.truncation == "auto":
         fields["context_length_exceeded_behavior"] = "truncate"
+    if req.reasoning is not None and req.reasoning.effort is not None:
+        fields["reasoning_effort"] = req.reasoning.effort  # chat's check: only thinking models take "on"
     if req.text is not None and req.text.format is not None:
         fields["response_format"] = req.text.format.as_response_format()
     if req.wants_logprobs:

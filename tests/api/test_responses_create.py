@@ -174,7 +174,7 @@ def test_previous_response_id_continues_without_the_old_instructions(client, ser
     [
         ("tools", [{"type": "web_search"}]),
         ("tool_choice", "required"),  # with no tools
-        ("reasoning", {"effort": "high"}),
+        ("reasoning", {"effort": "low", "summary": "auto"}),
         ("background", True),
         ("conversation", "conv_123"),
         ("prompt", {"id": "pmpt_1"}),

@@ -214,8 +214,8 @@ def test_server_side_tools_are_refused_by_name(tools_server) -> None:
 
 
 def test_a_thinking_model_calls_after_its_thinking(client, server, monkeypatch) -> None:
-    """Qwen3's template (Hermes calls, <think>): the thinking is in neither the text nor the calls,
-    and its tokens are counted as reasoning tokens."""
+    """Qwen3's template (Hermes calls, <think>): the thinking is a reasoning item, in neither the text
+    nor the calls, and its tokens are counted as reasoning tokens."""
     from tests.fakes import thinking_tokenizer
 
     monkeypatch.setattr(server.engine, "tokenizer", thinking_tokenizer())
@@ -226,7 +226,8 @@ def test_a_thinking_model_calls_after_its_thinking(client, server, monkeypatch) 
             response = list(client.responses.create(model=MODEL, input="Hi", tools=[WEATHER], stream=True))[-1].response
         else:
             response = client.responses.create(model=MODEL, input="Hi", tools=[WEATHER])
-        assert [(item.type, item.name) for item in response.output] == [("function_call", "get_weather")]
+        assert [item.type for item in response.output] == ["reasoning", "function_call"]
+        assert response.output[0].content[0].text.strip() == "Paris, then." and response.output[1].name == "get_weather"
         assert 0 < response.usage.output_tokens_details.reasoning_tokens < response.usage.output_tokens
     server.engine.reply = "<think>\nEasy.\n</think>\n\nHello."
     assert client.responses.create(model=MODEL, input="Hi").output_text == "Hello."
