@@ -239,6 +239,12 @@ class _ThreadEngineLaunch:
 
         return start_engine(self.config, progress)
 
+    def restart(self) -> Any:
+        """A new engine of the same model, for the supervisor once this one failed."""
+        from firebox.engine.launch import start_engine
+
+        return start_engine(self.config)
+
     def cancel(self) -> None:
         pass
 

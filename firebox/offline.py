@@ -27,7 +27,14 @@ from firebox.config import (
     engine_config,
 )
 from firebox.engine.build import build_core
-from firebox.engine.types import EngineRequest, RequestOutput, RequestTimings, SamplingParams, TokenLogprob
+from firebox.engine.types import (
+    EngineRequest,
+    RequestFailedError,
+    RequestOutput,
+    RequestTimings,
+    SamplingParams,
+    TokenLogprob,
+)
 from firebox.serving.prompt import render_chat
 
 Message = Mapping[str, Any]
@@ -133,6 +140,9 @@ class LLM:
         while self.core.has_unfinished():
             for out in self.core.step():
                 _accumulate(by_id[out.request_id], out)
+            if failed := self.core.take_failures():
+                self.core.abort_all()
+                raise RequestFailedError(f"the engine failed while running {failed}; see the log")
         return [_result(request_id, item) for request_id, item in by_id.items()]
 
 

@@ -22,6 +22,7 @@ from firebox.api.app import create_app
 from firebox.api.state import Lifecycle
 from firebox.cli_catalog import add_deployments, server_catalog
 from firebox.config import ServerConfig
+from firebox.engine.supervisor import SupervisedEngine
 from firebox.serving.registry import ModelRegistry
 
 logger = logging.getLogger("firebox")
@@ -32,7 +33,8 @@ def wait_for_engines(
 ) -> None:
     """Wait for each launched engine in turn, appending it to `engines` once it is ready (so a
     failure later still shuts the earlier ones down), with a progress bar per model while its
-    weights load. A failure cancels the launches still loading."""
+    weights load. A failure cancels the launches still loading. Each engine is supervised: one
+    that fails later is started again (`engine/supervisor.py`)."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     pending = list(zip(config.engines, launches, strict=True))
     try:
@@ -44,7 +46,8 @@ def wait_for_engines(
                 def report(done: int, total: int, task: Any = task) -> None:
                     progress.update(task, completed=done, total=total)
 
-                engines.append((engine_config.model.name, launch.wait(report)))
+                engine = SupervisedEngine(launch.wait(report), launch.restart)
+                engines.append((engine_config.model.name, engine))
                 pending.pop(0)
                 progress.update(task, completed=1, total=1)
     finally:

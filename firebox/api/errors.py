@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from firebox.api.headers import REQUEST_ID
 from firebox.api.sse import ClientDisconnected
-from firebox.engine.types import EngineError, QueueFullError
+from firebox.engine.types import EngineError, EngineUnavailableError, QueueFullError
 from firebox.protocol.common import ErrorDetail, ErrorResponse
 from firebox.protocol.messages import MessagesErrorResponse
 from firebox.serving.errors import RateLimitedError, ServingError, error_response, status_of
@@ -93,6 +93,8 @@ async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
 
 async def _on_serving(request: Request, exc: Exception) -> Response:
     headers = {"retry-after": RETRY_AFTER_S} if isinstance(exc, QueueFullError) else None
+    if isinstance(exc, EngineUnavailableError):
+        headers = {"retry-after": str(exc.retry_after_s)}
     if isinstance(exc, RateLimitedError):
         headers = exc.headers
     return json_error(status_of(exc), error_response(exc), request, headers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from firebox.engine.ipc import Step
@@ -48,6 +48,8 @@ class AsyncEngine:
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}  # guarded by _lock
         self._dead_reason: str | None = None  # guarded by _lock; set once, never cleared
+        self._has_failed = False  # died of a failure, not a shutdown
+        self._death_callbacks: list[Callable[[AsyncEngine], None]] = []  # guarded by _lock
         transport.start(self)
 
     @property
@@ -126,17 +128,33 @@ class AsyncEngine:
         _post(posts)
 
     def die(self, reason: str, *, is_failure: bool) -> None:
-        """Refuse new requests and end every open stream with EngineDeadError."""
+        """Refuse new requests and end every open stream with EngineDeadError. `reason` (exit
+        code, the child's last words) goes to the log; clients get `public_reason`, which names
+        no process and holds no traceback."""
+        public_reason = f"the engine of model {self.model_info.name} stopped" if is_failure else reason
         with self._lock:
             if self._dead_reason is None:
-                self._dead_reason = reason
+                self._dead_reason, self._has_failed = public_reason, is_failure
             streams, self._streams = list(self._streams.values()), {}
+            callbacks, self._death_callbacks = self._death_callbacks, []
         if is_failure:
-            logger.error("%s; failing %d in-flight requests", reason, len(streams))
+            logger.error("model %s: %s; failing %d in-flight requests", self.model_info.name, reason, len(streams))
         posts: _Posts = {}
         for stream in streams:
-            posts.setdefault(stream.loop, []).append((stream.queue, EngineDeadError(reason)))
+            posts.setdefault(stream.loop, []).append((stream.queue, EngineDeadError(public_reason)))
         _post(posts)
+        for callback in callbacks if is_failure else []:
+            callback(self)
+
+    def on_failure(self, callback: Callable[[AsyncEngine], None]) -> None:
+        """Call `callback(self)` once the engine fails (not when it is shut down), on the
+        transport's thread; at once if it has failed already."""
+        with self._lock:
+            if self._dead_reason is None:
+                self._death_callbacks.append(callback)
+                return
+        if self._has_failed:
+            callback(self)
 
 
 def _post(posts: _Posts) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Sequence
 
 from firebox.config import CacheConfig, SchedulerConfig
@@ -29,6 +30,10 @@ from firebox.engine.types import (
 )
 from firebox.loader.tokenizer import Tokenizer
 
+logger = logging.getLogger(__name__)
+
+MAX_FAILED_STEPS = 3  # failed steps in a row before the exception stops the engine
+
 
 class EngineCore:
     def __init__(self, executor: ModelExecutor, scheduler: Scheduler, tokenizer: Tokenizer) -> None:
@@ -36,6 +41,8 @@ class EngineCore:
         self.scheduler = scheduler
         self.tokenizer = tokenizer
         self._compiling: list[Request] = []  # constrained requests whose grammar is not compiled yet
+        self._failures: list[str] = []  # requests failed inside a step, for take_failures()
+        self._num_failed_steps = 0  # in a row
         self.draft_proposer: DraftModelProposer | None = None  # set by engine/build.py with a draft model
 
     def _server_proposer(self) -> Proposer | None:
@@ -84,14 +91,45 @@ class EngineCore:
         return self.scheduler.has_unfinished()
 
     def step(self) -> list[RequestOutput]:
+        """One step's outputs. An exception fails the requests it can be pinned on (one request's
+        detokenizing: that request; the batch's forward pass: the batch's requests), which
+        `take_failures` then returns, and the engine goes on; only `MAX_FAILED_STEPS` failed
+        steps in a row, a broken engine rather than a bad request, propagate."""
         failed = self._fail_uncompiled_grammars()
         batch = self.scheduler.schedule()
         if batch.is_empty:
             self._wait_for_grammars()
             return failed
-        result = self.executor.execute(self._with_token_bitmask(batch))
-        updates = self.scheduler.update(batch, result)
-        return failed + [self._output(update, self._detokenize(update)) for update in updates]
+        try:
+            result = self.executor.execute(self._with_token_bitmask(batch))
+            updates = self.scheduler.update(batch, result)
+        except Exception as exc:
+            self._num_failed_steps += 1
+            if self._num_failed_steps >= MAX_FAILED_STEPS:
+                raise
+            self._fail([s.request_id for s in batch.requests], exc)
+            return failed
+        self._num_failed_steps = 0
+        return failed + [out for update in updates if (out := self._output_or_fail(update)) is not None]
+
+    def take_failures(self) -> list[str]:
+        """Ids of the requests that failed inside a step since the last call (they are finished)."""
+        failures, self._failures = self._failures, []
+        return failures
+
+    def _output_or_fail(self, update: RequestUpdate) -> RequestOutput | None:
+        try:
+            return self._output(update, self._detokenize(update))
+        except Exception as exc:
+            self._fail([update.request.request_id], exc)
+            return None
+
+    def _fail(self, request_ids: list[str], exc: Exception) -> None:
+        logger.error("engine step failed; failing requests %s", request_ids, exc_info=exc)
+        for request_id in request_ids:
+            if (req := self.scheduler.requests.get(request_id)) is not None:
+                self.scheduler.finish_request(req, FinishReason.ERROR, "internal error")
+            self._failures.append(request_id)
 
     def _fail_uncompiled_grammars(self) -> list[RequestOutput]:
         """Forget the requests whose grammar compiled; finish with ERROR those whose did not."""

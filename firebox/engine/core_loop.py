@@ -14,15 +14,18 @@ from collections.abc import Callable
 
 from firebox.engine.core import EngineCore
 from firebox.engine.ipc import Abort, Command, Rejection, Shutdown, Step, rejection
-from firebox.engine.types import EngineError, RequestOutput
+from firebox.engine.types import EngineError, RequestFailedError, RequestOutput
 
 Receive = Callable[[bool], list[Command]]  # argument: block until at least one command arrives
 Emit = Callable[[Step], None]
 
+REQUEST_FAILED = "the engine failed while running this request"
+
 
 def run_core_loop(core: EngineCore, receive: Receive, emit: Emit) -> None:
     """Step `core` until a `Shutdown` command, which aborts every request and emits the last Step.
-    Exceptions from the core propagate: the caller reports the engine dead."""
+    Requests that failed inside a step come back as rejections (`RequestFailedError`); an exception
+    the core lets through propagates, and the caller reports the engine dead."""
     while True:
         commands = receive(not core.has_unfinished())
         outputs: list[RequestOutput] = []
@@ -32,6 +35,7 @@ def run_core_loop(core: EngineCore, receive: Receive, emit: Emit) -> None:
             outputs.extend(core.abort_all())
         elif core.has_unfinished():
             outputs.extend(core.step())
+            rejections.extend(rejection(i, RequestFailedError(REQUEST_FAILED)) for i in core.take_failures())
         if outputs or rejections or is_shutdown:
             emit(Step(outputs, core.stats(), rejections))
         if is_shutdown:

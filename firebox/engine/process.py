@@ -48,7 +48,7 @@ def launch_process_engine(
     )
     process.start()
     child_conn.close()  # ours closed, so the child's death reads as EOF here
-    return PendingProcessEngine(config, process, conn)
+    return PendingProcessEngine(config, process, conn, build)
 
 
 @dataclass(slots=True)
@@ -58,6 +58,8 @@ class PendingProcessEngine:
     config: EngineConfig
     process: BaseProcess
     conn: Connection
+    build: CoreBuilder = build_core
+    description: ModelDescription | None = None  # read by wait(), kept for restarts
 
     def wait(
         self,
@@ -68,13 +70,20 @@ class PendingProcessEngine:
     ) -> AsyncEngine:
         """Block until the model is loaded; EngineStartError with the child's error if it fails."""
         try:
-            tokenizer = (description or describe_model(self.config)).tokenizer  # while the child loads
+            self.description = description or describe_model(self.config)  # while the child loads
+            tokenizer = self.description.tokenizer
             ready = _wait_until_ready(self.conn, self.process, progress, timeout)
         except BaseException:
             self.cancel()
             raise
         transport = ProcessTransport(self.process, self.conn, ready.pid)
         return AsyncEngine(transport, ready.model_info, tokenizer, ready.stats)
+
+    def restart(self) -> AsyncEngine:
+        """A new engine process of the same model, once `wait()` has given the first (spawned: the
+        caller has threads by now, which a fork would copy mid-flight)."""
+        relaunch = launch_process_engine(self.config, "spawn", build=self.build)
+        return relaunch.wait(description=self.description)
 
     def cancel(self) -> None:
         """Stop the child without waiting for its model."""

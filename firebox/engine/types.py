@@ -40,6 +40,18 @@ class EngineDeadError(EngineError):
     """The engine loop stopped (crash or shutdown); in-flight requests end with this."""
 
 
+class EngineUnavailableError(EngineDeadError):
+    """The model's engine is down (restarting, or given up on); retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RequestFailedError(EngineError):
+    """An exception inside an engine step, attributed to this request; the engine goes on."""
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-request sampling; the sampler applies all of it in one batched pass."""
@@ -128,6 +140,7 @@ class EngineRequest:
     affinity_key: str | None = None  # routing hint: requests with the same key prefer the same replica
     structured_output: StructuredOutputSpec | None = None  # constrained decoding; None = free text
     prediction_token_ids: tuple[int, ...] = ()  # predicted output (`prediction`): drafts for speculation
+    tenant: str | None = None  # who asked (an account): waiting requests are admitted fairly across tenants
 
 
 class FinishReason(enum.StrEnum):

@@ -7,7 +7,7 @@ record and the HTTP answer always agree.
 
 from __future__ import annotations
 
-from firebox.engine.types import EngineDeadError, PromptTooLongError, QueueFullError
+from firebox.engine.types import EngineDeadError, PromptTooLongError, QueueFullError, RequestFailedError
 from firebox.protocol.common import ErrorDetail, ErrorResponse
 
 
@@ -78,6 +78,7 @@ _ENGINE_ERRORS: dict[type[Exception], tuple[int, str, str, str]] = {
     PromptTooLongError: (400, "invalid_request_error", "context_length_exceeded", "the prompt is too long"),
     QueueFullError: (429, "rate_limit_error", "RESOURCE_EXHAUSTED", "the server is at capacity; retry later"),
     EngineDeadError: (503, "service_unavailable", "UNAVAILABLE", "the engine is not running"),
+    RequestFailedError: (500, "server_error", "INTERNAL", "the engine failed while running this request"),
 }
 
 

@@ -134,9 +134,11 @@ FAKE_LAUNCH = textwrap.dedent(
         progress(0, 2)
         progress(2, 2)
         engine = FakeEngine(name=config.model.name, token_delay=0.02)
-        def shutdown():
+        def shutdown(timeout=None):
             print("SHUTDOWN " + json.dumps({"running": len(engine.running), "aborted": len(engine.aborted)}), flush=True)
         engine.shutdown = shutdown
+        engine.is_alive = True
+        engine.on_failure = lambda callback: None  # the server supervises it; this one never fails
         return engine
 
     class Launch:  # an engine process that is still loading
@@ -144,6 +146,8 @@ FAKE_LAUNCH = textwrap.dedent(
             self.config = config
         def wait(self, progress):
             return start_engine(self.config, progress)
+        def restart(self):
+            return start_engine(self.config, lambda done, total: None)
         def cancel(self):
             pass
 

@@ -115,8 +115,9 @@ def test_a_killed_engine_process_fails_its_requests_promptly() -> None:
             await anext(stream)
         os.kill(engine.transport.pid, signal.SIGKILL)
         for stream in streams:
-            with pytest.raises(EngineDeadError, match="exit code -9"):
+            with pytest.raises(EngineDeadError, match="stopped") as caught:
                 await asyncio.wait_for(_drain(stream), timeout=5)  # bounded so a hang fails, not stalls
+            assert str(engine.transport.pid) not in str(caught.value)  # the log has it, not the client
         with pytest.raises(EngineDeadError):
             await _collect(engine, _request("late", [1], max_tokens=1))
 
@@ -125,6 +126,22 @@ def test_a_killed_engine_process_fails_its_requests_promptly() -> None:
         assert not engine.is_alive
     finally:
         engine.shutdown()
+
+
+def test_a_killed_engine_process_is_restarted_by_its_supervisor() -> None:
+    from firebox.engine.supervisor import RestartPolicy, SupervisedEngine
+
+    launch = launch_process_engine(CONFIG, build=build_fake_core)
+    supervised = SupervisedEngine(launch.wait(description=_fake_description()), launch.restart, RestartPolicy(0.1))
+    first = supervised.engine
+    try:
+        os.kill(first.transport.pid, signal.SIGKILL)
+        assert wait_until(lambda: supervised.engine is not first and supervised.is_alive, timeout=60)
+        outputs = asyncio.run(_collect(supervised, _request("after", [5, 6], max_tokens=3, ignore_eos=True)))
+        assert outputs[-1].finish_reason is FinishReason.LENGTH
+    finally:
+        supervised.shutdown()
+    assert not supervised.engine.transport.process.is_alive()
 
 
 def test_a_model_that_fails_to_load_raises_the_childs_error(tmp_path) -> None:

@@ -10,7 +10,8 @@ from engine_fakes import EOS, context_hash_token, make_core, make_engine_request
 
 from firebox.engine.client import AsyncEngine
 from firebox.engine.launch import run_on_thread
-from firebox.engine.types import EngineDeadError, FinishReason, ModelInfo, QueueFullError
+from firebox.engine.core import MAX_FAILED_STEPS
+from firebox.engine.types import EngineDeadError, FinishReason, ModelInfo, QueueFullError, RequestFailedError
 
 MODEL_INFO = ModelInfo("test", "fake", max_model_len=4096, vocab_size=320, eos_token_ids=(EOS,))
 
@@ -189,19 +190,21 @@ def test_admission_errors_surface_before_the_first_output(tokenizer):
 
 
 def test_engine_crash_fails_in_flight_requests_and_refuses_new_ones(tokenizer):
-    def explode_at_third_token(sched, context):
-        if sched.seed_offset == 2:
-            raise RuntimeError("device lost")
-        return 5
+    def device_lost(sched, context):  # every step fails: after MAX_FAILED_STEPS in a row the engine stops
+        raise RuntimeError("device lost")
 
-    engine = make_engine(tokenizer, explode_at_third_token)
+    engine = make_engine(tokenizer, device_lost)
 
     async def main():
+        for i in range(MAX_FAILED_STEPS - 1):  # failed steps before: each fails its own request only
+            with pytest.raises(RequestFailedError):
+                await collect(engine, make_engine_request(f"early{i}", [i + 1], max_tokens=10))
         results = await asyncio.gather(
             *(collect(engine, make_engine_request(f"r{i}", [i + 1], max_tokens=10)) for i in range(3)),
             return_exceptions=True,
         )
         assert all(isinstance(r, EngineDeadError) for r in results)
+        assert all("device lost" not in str(r) for r in results)  # the cause goes to the log, not the client
         with pytest.raises(EngineDeadError):
             await collect(engine, make_engine_request("late", [1]))
 
