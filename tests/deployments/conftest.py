@@ -113,8 +113,9 @@ def _app(config: Any, platform: Any, backend: Any, serverless: dict[str, Any]) -
 
 @contextlib.contextmanager
 def deployment_server(data_dir: Path, catalog_file: Path, *, build: Any = None, settings: Any = None,
-                      serverless: dict[str, Any] | None = None) -> Iterator[DeploymentServer]:
-    """A live server over `catalog_file`, its platform database in `data_dir`."""
+                      serverless: dict[str, Any] | None = None, backend: Any = None) -> Iterator[DeploymentServer]:
+    """A live server over `catalog_file`, its platform database in `data_dir`; replicas are local
+    processes unless `backend` says otherwise."""
     import uvicorn
 
     from firebox.config import DeploymentConfig
@@ -125,7 +126,7 @@ def deployment_server(data_dir: Path, catalog_file: Path, *, build: Any = None, 
     settings = settings or DeploymentConfig(cold_start_timeout_s=60, restart_backoff_s=0.2)
     config = _server_config(data_dir, catalog_file, settings)
     platform = Platform.open(data_dir, None, admin_keys=(ADMIN_KEY,))
-    backend = LocalProcessBackend(build=build or build_fake_core, stop_timeout_s=5)
+    backend = backend or LocalProcessBackend(build=build or build_fake_core, stop_timeout_s=5)
     app, control = _app(config, platform, backend, serverless or {})
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -24,7 +24,7 @@ from firebox.serving.deployments.catalog_models import CatalogModels
 from firebox.serving.deployments.live import LiveDeployment, ReplicaCounts
 from firebox.serving.deployments.manager import DeploymentManager
 from firebox.serving.deployments.policy import AutoscalingPolicy
-from firebox.serving.deployments.replicas import ReplicaBackend
+from firebox.serving.deployments.replicas import DeploymentBackend, ReplicaBackend
 from firebox.serving.deployments.spec import DeploymentSpec
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class DeploymentView:
 
 
 class DeploymentControl:
-    def __init__(self, store: DeploymentStore, models: CatalogModels, backend: ReplicaBackend,
+    def __init__(self, store: DeploymentStore, models: CatalogModels, backend: ReplicaBackend | DeploymentBackend,
                  settings: DeploymentConfig | None = None) -> None:
         self.store = store
         self.models = models

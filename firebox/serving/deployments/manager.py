@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from firebox.config import DeploymentConfig
 from firebox.serving.deployments.live import LiveDeployment, OnChange
-from firebox.serving.deployments.replicas import ReplicaBackend
+from firebox.serving.deployments.replicas import DeploymentBackend, ReplicaBackend
 from firebox.serving.deployments.spec import DeploymentSpec
 
 
@@ -16,9 +16,9 @@ def _ignore(_: LiveDeployment) -> None:
 
 
 class DeploymentManager:
-    """Runs every deployment's replicas through one `ReplicaBackend`. Call on the event loop."""
+    """Runs every deployment's replicas through one backend. Call on the event loop."""
 
-    def __init__(self, backend: ReplicaBackend, settings: DeploymentConfig | None = None,
+    def __init__(self, backend: ReplicaBackend | DeploymentBackend, settings: DeploymentConfig | None = None,
                  on_change: OnChange = _ignore) -> None:
         self.backend = backend
         self.settings = settings or DeploymentConfig()
@@ -37,7 +37,11 @@ class DeploymentManager:
         if live is not None:
             live.update(spec)
             return live
-        live = self._live[spec.name] = LiveDeployment(spec, self.backend, self.settings, self._on_change)
+        if isinstance(self.backend, DeploymentBackend):  # the platform scales and routes (Ray Serve)
+            live = self.backend.run_deployment(spec, self.settings, self._on_change)
+        else:
+            live = LiveDeployment(spec, self.backend, self.settings, self._on_change)
+        self._live[spec.name] = live
         live.start()
         return live
 

@@ -2,17 +2,19 @@
 
 A `Replica` is one engine serving one deployment. Where it runs is the `ReplicaBackend`'s
 business: `LocalProcessBackend` (local_backend.py) starts each as an engine process on this
-machine; a Ray Serve or Kubernetes backend would implement the same three methods, and nothing
-above this seam (routing, autoscaling, the control plane, the API) would change.
+machine, and `LiveDeployment` scales and routes them. A backend whose platform scales and routes
+replicas itself is a `DeploymentBackend`: `RayServeBackend` (ray_backend.py) runs each deployment
+as a Ray Serve application, with the same routing policy and the deployment's autoscaling fields.
+Nothing above this seam (the control plane, the API) changes with the backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from firebox.config import EngineConfig
+from firebox.config import DeploymentConfig, EngineConfig
 from firebox.engine.describe import ModelDescription
 from firebox.engine.types import EngineRequest, ModelInfo, RequestOutput
 
@@ -59,8 +61,8 @@ class Replica:
 
 
 class ReplicaBackend(Protocol):
-    """Starts and stops replicas. Implementations: `LocalProcessBackend`; later Ray Serve or
-    Kubernetes. Methods are called on the event loop and must not block it."""
+    """Starts and stops replicas. Implementations: `LocalProcessBackend`; later Kubernetes.
+    Methods are called on the event loop and must not block it."""
 
     async def start_replica(self, spec: ReplicaSpec) -> Replica:
         """Start a replica and return it once it serves; raise if it cannot start."""
@@ -72,4 +74,16 @@ class ReplicaBackend(Protocol):
 
     def list(self) -> list[Replica]:
         """Every replica this backend runs."""
+        ...
+
+
+@runtime_checkable
+class DeploymentBackend(Protocol):
+    """Runs whole deployments whose replicas its platform places, scales and routes (Ray Serve).
+    Implementations: `RayServeBackend`."""
+
+    def run_deployment(self, spec: Any, settings: DeploymentConfig, on_change: Any) -> Any:
+        """What `LiveDeployment` is to a `ReplicaBackend`: an object answering the same calls
+        (start, update, set_desired, acquire, release, counts, close) for `spec` (a
+        `DeploymentSpec`); `on_change(it)` whenever its desired count or state moves."""
         ...
