@@ -175,6 +175,10 @@ def serve(
         str | None, typer.Option(help="Run deployment replicas on this Ray cluster through Ray Serve ('auto': the "
                                  "one this machine joined); needs firebox[ray]. Default: local processes.")
     ] = None,
+    usage_fsync_ms: Annotated[
+        int, typer.Option(help="Group commit of the usage journal: fsync at most every N ms (a power cut loses at "
+                          "most that much usage); 0: before each request's record returns; -1: never.")
+    ] = 50,
 ) -> None:
     """Serve models over the Fireworks/OpenAI-compatible HTTP API."""
     if catalog_file is not None and model:
@@ -191,7 +195,7 @@ def serve(
             host=host, port=port, api_keys=tuple(k for k in api_key or [] if k), catalog_path=catalog_file,
             engine_process=engine_process, max_request_bytes=max_request_bytes,
             allowed_hosts=tuple(h for spec in allowed_hosts or [] for h in spec.split(",") if h.strip()),
-            ray_address=ray_address or None,
+            ray_address=ray_address or None, usage_fsync_s=None if usage_fsync_ms < 0 else usage_fsync_ms / 1000,
             **({"data_dir": data_dir} if data_dir is not None else {}),
         )  # fmt: skip
         config = build_server_config(apply_revision(model or [DEFAULT_MODEL_SOURCE], revision), engine, server)
@@ -260,8 +264,14 @@ def run_server(config: ServerConfig, shutdown_grace: float, log_level: str = "in
         for launch in launches:
             launch.cancel()
         raise
-    with asyncio.Runner(loop_factory=_fast_event_loop()) as runner:
-        runner.run(serve_app(config, launches, shutdown_grace, log_level))
+    from firebox.platform.data_dir_lock import DataDirInUseError
+
+    try:
+        with asyncio.Runner(loop_factory=_fast_event_loop()) as runner:
+            runner.run(serve_app(config, launches, shutdown_grace, log_level))
+    except DataDirInUseError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -311,6 +311,13 @@ class ServerConfig:
     `*` answers any. Others get 400, so that a web page cannot reach a local server through DNS
     rebinding."""
 
+    usage_fsync_s: float | None = 0.05
+    """Group commit of the usage journal: fsync at most this often (a power cut loses at most
+    this much usage); 0 syncs before each request's record returns; `None` never syncs (the
+    journal then survives a killed process, not a power cut)."""
+
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1:
             raise ValueError("max_request_bytes must be positive")
+        if self.usage_fsync_s is not None and self.usage_fsync_s < 0:
+            raise ValueError("usage_fsync_s must be >= 0 (or None: never)")

@@ -107,12 +107,13 @@ def build_app(config: ServerConfig, engines: list[tuple[str, Any]], platform: An
     app = create_app(
         registry,
         platform.authenticator,
-        platform.completion_callbacks(),
+        platform.observers(),
         config,
         extra_routers=routers,
         lifecycle=lifecycle,
         rate_limiter=platform.rate_limiter,
         response_store=platform.responses,
+        ledger=platform.usage,
     )
     app.state.deployments = deployments  # run_server starts and stops it on the serving loop
     return app
@@ -126,7 +127,8 @@ async def serve_app(config: ServerConfig, launches: list[Any], shutdown_grace: f
     engines: list[tuple[str, Any]] = []
     deployments = None
     try:
-        platform = Platform.open(config.data_dir, config.database_url, admin_keys=config.api_keys)
+        platform = Platform.open(config.data_dir, config.database_url, admin_keys=config.api_keys,
+                                 usage_fsync_s=config.usage_fsync_s)
     except BaseException:
         for launch in launches:
             launch.cancel()

@@ -24,7 +24,7 @@ from firebox.serving.auth import Authenticator, StaticKeyAuthenticator
 from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
 from firebox.serving.messages import MessagesService
-from firebox.serving.records import CompletionCallback, RequestRecorder
+from firebox.serving.records import CompletionCallback, RequestRecorder, UsageLedger
 from firebox.serving.registry import ModelRegistry
 from firebox.serving.response_store_interface import InMemoryResponseStore, ResponseStore
 from firebox.serving.responses import ResponsesService
@@ -67,14 +67,16 @@ def create_app(
     lifecycle: Lifecycle | None = None,
     rate_limiter: RateLimiter | None = None,
     response_store: ResponseStore | None = None,
+    ledger: UsageLedger | None = None,
 ) -> FastAPI:
     """The app. `authenticator` defaults to the static keys of `config` (none: open access);
-    `callbacks` get one `RequestRecord` per finished request; `extra_routers` (platform, metrics)
+    `callbacks` get one `RequestRecord` per finished request, as does `ledger`, which also notes
+    each request as it starts (and refuses it with a 503 when it cannot); `extra_routers` (platform, metrics)
     are mounted at the root; `lifecycle.is_draining` turns new inference requests into 503s;
     `response_store` keeps stored responses (default: in memory, for as long as the app runs)."""
     if authenticator is None:
         authenticator = StaticKeyAuthenticator(config.api_keys if config else ())
-    recorder = RequestRecorder(callbacks)
+    recorder = RequestRecorder(callbacks, ledger)
     app = FastAPI(title="firebox", version="0.1.0")
     app.state.firebox = AppState(
         registry=registry,

@@ -9,6 +9,7 @@ from pathlib import Path
 from firebox.config import DEFAULT_ACCOUNT
 from firebox.platform.accounts import AccountStore
 from firebox.platform.auth import DatabaseAuthenticator
+from firebox.platform.data_dir_lock import DataDirLock
 from firebox.platform.db import Database
 from firebox.platform.keys import KeyStore
 from firebox.platform.prometheus import PlatformMetrics
@@ -30,30 +31,44 @@ class Platform:
     rate_limiter: RateLimiter
     metrics: PlatformMetrics
     responses: SqlResponseStore
+    lock: DataDirLock
 
     @classmethod
-    def open(cls, data_dir: Path, database_url: str | None = None,
-             admin_keys: Sequence[str] = ()) -> Platform:
-        """Migrate the database, make sure the default account exists, replay the usage journal
-        and start the usage writer. Blocking: call it before the event loop serves requests."""
+    def open(cls, data_dir: Path, database_url: str | None = None, admin_keys: Sequence[str] = (),
+             usage_fsync_s: float | None = None) -> Platform:
+        """Lock the data directory (DataDirInUseError if another server has it), migrate the
+        database, make sure the default account exists, replay the usage journal and start the
+        usage writer (`usage_fsync_s`: see `Journal`). Blocking: call it before the event loop
+        serves requests."""
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        database = Database.open(data_dir, database_url)
-        accounts = AccountStore(database)
-        accounts.ensure_account(DEFAULT_ACCOUNT)
-        keys = KeyStore(database)
-        usage = UsageRecorder(database, data_dir)
-        usage.start()
+        lock = DataDirLock.acquire(data_dir)
+        try:
+            database = Database.open(data_dir, database_url)
+            accounts = AccountStore(database)
+            accounts.ensure_account(DEFAULT_ACCOUNT)
+            keys = KeyStore(database)
+            usage = UsageRecorder(database, data_dir, fsync_interval_s=usage_fsync_s)
+            usage.start()
+        except BaseException:
+            lock.release()
+            raise
         return cls(database=database, accounts=accounts, keys=keys,
                    authenticator=DatabaseAuthenticator(keys, admin_keys), usage=usage,
                    usage_query=UsageQuery(database), rate_limiter=RateLimiter(),
-                   metrics=PlatformMetrics(), responses=SqlResponseStore(database))
+                   metrics=PlatformMetrics(), responses=SqlResponseStore(database), lock=lock)
 
     def completion_callbacks(self) -> list[Callable[[RequestRecord], None]]:
-        """What serving calls with each finished `RequestRecord`: usage row, metrics, token limit."""
-        return [self.usage.record, self.metrics.observe_request, self.rate_limiter.observe_request]
+        """What serving calls with each finished `RequestRecord`: usage row, metrics, token limit
+        (the server passes `usage` as the app's ledger instead, and `observers()` as callbacks)."""
+        return [self.usage.record, *self.observers()]
+
+    def observers(self) -> list[Callable[[RequestRecord], None]]:
+        """The callbacks besides usage: metrics, token limit."""
+        return [self.metrics.observe_request, self.rate_limiter.observe_request]
 
     def close(self) -> None:
         """Flush queued usage records and stored-response writes, then release the database."""
         self.usage.close()
         self.responses.close()
         self.database.close()
+        self.lock.release()

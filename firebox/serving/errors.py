@@ -71,6 +71,13 @@ class ShuttingDownError(ServingError):
     code = "UNAVAILABLE"
 
 
+class UsageUnavailableError(ShuttingDownError):
+    """Usage cannot be recorded (the journal cannot be written): refused, rather than served unbilled."""
+
+    def __init__(self) -> None:
+        super().__init__("usage cannot be recorded on this server right now; the request was not served")
+
+
 INTERNAL_ERROR_MESSAGE = "Internal server error; the request id in x-request-id identifies it in the server log"
 
 # engine error -> (status, type, code, message when it has none)

@@ -12,9 +12,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from firebox.request_record import RequestRecord
 from firebox.serving.auth import Principal
+from firebox.serving.errors import UsageUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +73,53 @@ def refusal_record(
 CompletionCallback = Callable[[RequestRecord], None]
 
 
+class UsageLedger(Protocol):
+    """Where usage is billed (the platform's `UsageRecorder`)."""
+
+    def begin(self, record: RequestRecord) -> None:
+        """Note a request about to be served (`record`: as it stands if the server dies now);
+        raises if usage cannot be recorded."""
+        ...
+
+    def record(self, record: RequestRecord) -> None:
+        """The request's final record; raises if it cannot be recorded."""
+        ...
+
+
 class RequestRecorder:
-    """Calls every callback with each record; a failing callback is logged, never raised."""
+    """Hands each record to the ledger and to every callback; a failing callback is logged, never
+    raised. A ledger that cannot record refuses the request (`UsageUnavailableError`, a 503) at
+    `begin`, and at `emit` when the answer is still unsent (`must_bill`)."""
 
-    def __init__(self, callbacks: Sequence[CompletionCallback] = ()) -> None:
+    def __init__(self, callbacks: Sequence[CompletionCallback] = (), ledger: UsageLedger | None = None) -> None:
         self._callbacks = tuple(callbacks)
+        self._ledger = ledger
 
-    def emit(self, record: RequestRecord) -> None:
+    def begin(self, record: RequestRecord) -> None:
+        if self._ledger is None:
+            return
+        try:
+            self._ledger.begin(record)
+        except Exception:
+            logger.exception("usage could not be recorded; refusing request %s", record.request_id)
+            raise UsageUnavailableError() from None
+
+    def emit(self, record: RequestRecord, *, must_bill: bool = False) -> None:
+        is_billed = self._bill(record)
         for callback in self._callbacks:
             try:
                 callback(record)
             except Exception:
                 logger.exception("completion callback %r failed", callback)
+        if must_bill and not is_billed:
+            raise UsageUnavailableError()
+
+    def _bill(self, record: RequestRecord) -> bool:
+        if self._ledger is None:
+            return True
+        try:
+            self._ledger.record(record)
+        except Exception:
+            logger.exception("usage of request %s could not be recorded", record.request_id)
+            return False
+        return True

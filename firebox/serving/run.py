@@ -25,6 +25,7 @@ from firebox.serving.records import RequestContext, RequestRecorder
 from firebox.serving.registry import ModelHandle
 
 CLIENT_CLOSED = 499  # status recorded for a non-streamed request whose client went away
+CRASHED = 500  # status of the record journaled at the start: what stands if the server dies mid-request
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class GenerationRun:
         self.info = info
         self.choices = choices
         self._recorder = recorder
+        recorder.begin(self._record(CRASHED, aborted=True))  # the request as it stands if the server dies now
         self._stream = merge_streams(info.handle.engine, requests)
         self._buffered: list[tuple[int, RequestOutput]] = []
         self._closed = False
@@ -104,15 +106,16 @@ class GenerationRun:
     def meta(self) -> ServeMeta:
         return ServeMeta(self.info.ctx.request_id, self.info.sampling_options, self.perf_metrics())
 
-    async def close(self, status_code: int, aborted: bool) -> None:
-        """Abort whatever still runs and record the request; later calls do nothing."""
+    async def close(self, status_code: int, aborted: bool, must_bill: bool = False) -> None:
+        """Abort whatever still runs and record the request; later calls do nothing. With
+        `must_bill` (the answer is not sent yet), usage that cannot be recorded is a 503."""
         if self._closed:
             return
         self._closed = True
         try:
             await aclose_quietly(self._stream)
         finally:
-            self._recorder.emit(self._record(status_code, aborted))
+            self._recorder.emit(self._record(status_code, aborted), must_bill=must_bill)
 
     async def close_after(self, exc: BaseException, streaming: bool = False) -> None:
         """close() for a request that ended by `exc`; a cancellation is the client leaving
@@ -155,7 +158,7 @@ async def run_to_end(run: GenerationRun) -> None:
     except BaseException as exc:
         await run.close_after(exc)
         raise
-    await run.close(200, aborted=False)
+    await run.close(200, aborted=False, must_bill=True)
 
 
 async def start_stream(run: GenerationRun) -> None:

@@ -197,11 +197,13 @@ def _stream_until_cut(url: str, seen: list[str]) -> None:
         pass  # the server cut the stream at shutdown
 
 
-def test_serve_runs_and_shuts_down_gracefully() -> None:
+def test_serve_runs_and_shuts_down_gracefully(tmp_path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "FIREBOX_API_KEY": ""}
     args = [
+        "--data-dir",
+        str(tmp_path),
         "--port",
         str(port),
         "--model",
@@ -241,3 +243,25 @@ def test_serve_runs_and_shuts_down_gracefully() -> None:
     assert shutdown == {"running": 0, "aborted": 1}  # the unfinished stream was aborted before the engine stopped
     assert "data: [DONE]" not in seen
 
+
+
+def test_a_second_server_on_the_same_data_dir_stops_with_a_clear_error(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FIREBOX_API_KEY": ""}
+
+    def serve(port: int) -> subprocess.Popen:
+        args = ["--data-dir", str(tmp_path), "--port", str(port), "--model", "dummy:/cfg/Tiny/config.json=tiny"]
+        return subprocess.Popen([sys.executable, "-c", FAKE_LAUNCH, *args], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    first_port = _free_port()
+    first = serve(first_port)
+    try:
+        _wait_for_health(f"http://127.0.0.1:{first_port}", first)
+        second = serve(_free_port())
+        _, err = second.communicate(timeout=60)
+    finally:
+        first.kill()
+        first.communicate(timeout=20)
+    assert second.returncode == 1
+    assert f"the data directory {tmp_path} is in use by another firebox server (pid {first.pid})" in err
+    assert "Traceback" not in err
