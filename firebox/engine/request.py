@@ -38,6 +38,7 @@ class Request:
     timings: RequestTimings
     priority: int = 0
     cache_salt: str | None = None  # hook: requests with different salts never share prefix blocks
+    tenant: str | None = None  # fairness between tenants when requests wait
     output_token_ids: list[int] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
     num_computed_tokens: int = 0  # KV already written; catches up with num_tokens
@@ -73,6 +74,7 @@ class Request:
             timings=RequestTimings(arrival=req.arrival_time),
             priority=req.priority,
             cache_salt=req.cache_salt,
+            tenant=req.tenant,
             proposer=PredictionProposer(req.prediction_token_ids) if req.prediction_token_ids else None,
         )
 

@@ -193,24 +193,45 @@ class Scheduler:
         return drafts
 
     def _schedule_waiting(self, out: list[ScheduledRequest], budget: int) -> None:
-        """FCFS among the requests that can run; one whose grammar is compiling is passed over."""
-        i = 0
-        while i < len(self.waiting) and budget > 0 and len(self.running) < self.config.max_num_seqs:
-            req = self.waiting[i]
-            if not req.is_schedulable:
-                i += 1
-                continue
+        """Admit waiting requests in fair order (`_next_waiting`) while the budget, the running
+        limit and the KV pool allow; the first that does not fit stops admission (nobody
+        overtakes it, so a long prompt is not starved by short ones)."""
+        while budget > 0 and len(self.running) < self.config.max_num_seqs:
+            req = self._next_waiting()
+            if req is None:
+                return
             num_cached = self.kv.match_prefix(req)
             req.num_computed_tokens = num_cached
             num_new = min(req.num_tokens - num_cached, budget)
             if not self.kv.allocate(req, num_new):
-                self.kv.free(req)  # unpin the prefix hit; FCFS: nobody overtakes the head
+                self.kv.free(req)  # unpin the prefix hit
                 req.num_computed_tokens = 0
                 return
-            self.waiting.pop(i)
+            self.waiting.remove(req)
             self._admit(req, num_cached)
             out.append(self._schedule_chunk(req, num_new))
             budget -= num_new
+
+    def _next_waiting(self) -> Request | None:
+        """The next request to admit: the best priority first; within it, the tenant with the
+        fewest requests running (so one tenant's flood cannot hold back another's single
+        request), then first come, first served. A request whose grammar is compiling waits."""
+        running_per_tenant: dict[str | None, int] = {}
+        for req in self.running:
+            running_per_tenant[req.tenant] = running_per_tenant.get(req.tenant, 0) + 1
+        best: Request | None = None
+        best_key: tuple[int, int] | None = None
+        for req in self.waiting:  # sorted by sort_key: the first of each (priority, load) wins
+            if best_key is not None and req.priority > best_key[0]:
+                break  # sorted by priority first: nothing after this can win
+            if not req.is_schedulable:
+                continue
+            key = (req.priority, running_per_tenant.get(req.tenant, 0))
+            if best_key is None or key < best_key:
+                best, best_key = req, key
+                if key[1] == 0:
+                    break  # a tenant with nothing running: none can be ahead of it
+        return best
 
     def _admit(self, req: Request, num_cached: int) -> None:
         if req.timings.scheduled is None:

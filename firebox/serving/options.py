@@ -20,7 +20,10 @@ from firebox.serving.records import RequestContext
 from firebox.serving.sampling import LogprobMode, build_sampling, logprob_mode, requested_max_tokens
 from firebox.serving.structured_output import structured_output_spec
 
-PRIORITY_TIER = -1  # service_tier "priority": scheduled ahead of the default tier (0)
+# service_tier "priority": scheduled ahead of the default tier (0), for the operator's keys only;
+# anyone else asking for it is served at the default tier (OpenAI clients send it casually, so it
+# is not refused), and the response says "default"
+PRIORITY_TIER = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,7 @@ class GenerationOptions:
     structured_output: StructuredOutputSpec | None
     prediction_token_ids: tuple[int, ...]  # `prediction` / `speculation`, tokenized: drafts to verify
     priority: int
+    tenant: str  # the account: waiting requests are admitted fairly across accounts
     cache_salt: str | None
     affinity_key: str | None
     user: str | None
@@ -85,8 +89,9 @@ def resolve_options(
         echo_last=req.echo_last,
         structured_output=answer_grammar(structured_output, thinking),
         prediction_token_ids=prediction_token_ids(req, tokenizer) if tokenizer is not None else (),
-        priority=PRIORITY_TIER if req.service_tier == "priority" else 0,
+        priority=PRIORITY_TIER if req.service_tier == "priority" and ctx.principal.is_admin else 0,
         cache_salt=ctx.cache_salt(req.prompt_cache_isolation_key),
+        tenant=ctx.principal.account_id,
         affinity_key=req.prompt_cache_key or ctx.session_affinity or req.user,
         user=req.user,
         metadata=req.metadata,

@@ -83,6 +83,7 @@ def _engine_request(
         arrival_time=ctx.arrival_time,
         priority=options.priority,
         cache_salt=options.cache_salt,
+        tenant=options.tenant,
         affinity_key=options.affinity_key,
         structured_output=options.structured_output,
         prediction_token_ids=options.prediction_token_ids,

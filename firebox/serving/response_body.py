@@ -56,7 +56,9 @@ class ResponseFrame:
     settings: dict[str, Any]  # the ResponseObject fields that echo the request
 
 
-def echoed_settings(req: ResponseCreateRequest, model: str, sampling_options: dict[str, Any]) -> dict[str, Any]:
+def echoed_settings(
+    req: ResponseCreateRequest, model: str, sampling_options: dict[str, Any], is_priority: bool = False
+) -> dict[str, Any]:
     """The request's settings as the response reports them; temperature and top_p as used."""
     return {
         "model": model,
@@ -68,7 +70,7 @@ def echoed_settings(req: ResponseCreateRequest, model: str, sampling_options: di
         "previous_response_id": req.previous_response_id,
         "prompt_cache_key": req.prompt_cache_key,
         "safety_identifier": req.safety_identifier,
-        "service_tier": "priority" if req.service_tier == "priority" else "default",
+        "service_tier": "priority" if is_priority else "default",  # the tier it was served at
         "store": req.wants_store,
         "temperature": sampling_options["temperature"],
         "top_p": sampling_options["top_p"],

@@ -90,7 +90,7 @@ class ResponsesService:
         self, req: ResponseCreateRequest, handle: ModelHandle, ctx: RequestContext, plan: Plan, run: GenerationRun,
         items: list[dict[str, Any]], prepared: PreparedRequest,
     ) -> StoredRun:  # fmt: skip
-        settings = echoed_settings(req, handle.name, plan.sampling_options)
+        settings = echoed_settings(req, handle.name, plan.sampling_options, is_priority=plan.options.priority < 0)
         frame = ResponseFrame(f"resp_{ctx.request_id}", new_item_id(), ctx.created, settings)
         parser = prepared.new_parser() if prepared.new_parser is not None else None
         renderer = ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, plan.choices[0], parser)

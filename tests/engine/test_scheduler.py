@@ -255,3 +255,34 @@ def test_max_tokens_zero_prefills_without_sampling():
     assert finished.finish_reason is FinishReason.LENGTH and finished.output_token_ids == []
     assert not any(s.sample for b in executor.batches for s in b.requests)
     assert [lp.token_id for lp in finished.prompt_logprobs] == list(range(2, 21))
+
+
+def test_one_tenants_flood_does_not_hold_back_another_tenants_request():
+    scheduler = make_scheduler(max_num_seqs=4, num_blocks=256)
+    executor = FakeExecutor(256, 4)
+    for i in range(40):  # tenant a floods first
+        req = make_request(f"a{i}", 4, arrival=0.0, max_tokens=3)
+        req.tenant = "a"
+        scheduler.add_request(req)
+    late = make_request("b0", 4, arrival=1.0, max_tokens=3)
+    late.tenant = "b"
+    scheduler.add_request(late)
+    admitted: list[str] = []
+    while "b0" not in admitted:
+        batch, _ = step(scheduler, executor)
+        admitted += [s.request_id for s in batch.requests if s.start_pos == 0]
+    # b's one request goes in at the first free slot, ahead of the 36 of a's still waiting
+    assert admitted.index("b0") <= 4
+    assert sum(1 for r in scheduler.waiting if r.tenant == "a") >= 30
+
+
+def test_without_tenants_admission_stays_first_come_first_served():
+    scheduler = make_scheduler(max_num_seqs=2, num_blocks=256)
+    executor = FakeExecutor(256, 4)
+    for i in range(6):
+        scheduler.add_request(make_request(f"r{i}", 4, arrival=float(i), max_tokens=2))
+    admitted: list[str] = []
+    while scheduler.has_unfinished():
+        batch, _ = step(scheduler, executor)
+        admitted += [s.request_id for s in batch.requests if s.start_pos == 0]
+    assert admitted == [f"r{i}" for i in range(6)]
