@@ -9,7 +9,7 @@ Context policy (Fireworks' `context_length_exceeded_behavior`):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from firebox.protocol.chat import ChatMessage
 from firebox.serving.chat_template import ChatTemplateError, render_chat_template
 from firebox.serving.errors import ContextLengthError, InvalidRequestError
 from firebox.serving.sampling import DEFAULT_MAX_TOKENS
+from firebox.serving.turn_truncation import fewest_turns_dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +75,6 @@ def render_chat(
         raise InvalidRequestError(str(exc), param="messages") from exc
 
 
-def _without_oldest_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """Drop the oldest non-system message (and replies left leading); None if only the last is left."""
-    first = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
-    if first >= len(messages) - 1:
-        return None
-    rest = messages[first + 1 :]
-    while len(rest) > 1 and rest[0]["role"] in ("assistant", "tool"):
-        rest = rest[1:]
-    return messages[:first] + rest
-
-
 def chat_prompt(
     tokenizer: Tokenizer,
     messages: list[dict[str, Any]],
@@ -93,19 +83,24 @@ def chat_prompt(
     tools: list[dict[str, Any]] | None = None,
     variables: dict[str, Any] | None = None,
 ) -> PreparedPrompt:
-    """The rendered prompt; over `budget` tokens, oldest turns go first, then the oldest tokens."""
-    text = render_chat(tokenizer, messages, add_generation_prompt, tools, variables)
-    ids = tokenizer.encode(text)
-    while budget is not None and len(ids) > budget:
-        shorter = _without_oldest_turn(messages)
-        if shorter is None:
+    """The rendered prompt; over `budget` tokens, oldest turns go first, then the oldest tokens.
+    Blocking (a long conversation costs milliseconds): call it off the event loop."""
+
+    def render(kept: list[dict[str, Any]]) -> tuple[str, list[int]]:
+        text = render_chat(tokenizer, kept, add_generation_prompt, tools, variables)
+        return text, tokenizer.encode(text)
+
+    text, ids = render(messages)
+    if budget is not None and len(ids) > budget:
+        text, ids = fewest_turns_dropped(messages, budget, (text, ids), render, _token_counts(tokenizer))
+        if len(ids) > budget:  # the last turn alone is too long: keep its most recent tokens
             ids = ids[len(ids) - budget :]
             text = tokenizer.decode(ids, skip_special_tokens=False)
-            break
-        messages = shorter
-        text = render_chat(tokenizer, messages, add_generation_prompt, tools, variables)
-        ids = tokenizer.encode(text)
     return PreparedPrompt(ids, text, [text])
+
+
+def _token_counts(tokenizer: Tokenizer) -> Callable[[list[str]], list[int]]:
+    return lambda texts: [len(ids) for ids in tokenizer.encode_batch(texts)]
 
 
 def text_prompt(tokenizer: Tokenizer, text: str, budget: int | None) -> PreparedPrompt:

@@ -7,9 +7,11 @@ HTTP errors), and makes sure the run is closed and recorded however the stream e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +31,7 @@ from firebox.serving.run import GenerationRun, ServeMeta, run_to_end, start_stre
 logger = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT", bound=GenerationParams)
+NUM_PROMPT_WORKERS = 4  # requests preparing their prompts at once, per service; more wait their turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +65,17 @@ class GenerationService(ABC, Generic[RequestT]):
 
     def __init__(self, recorder: RequestRecorder) -> None:
         self._recorder = recorder
+        self._prompt_workers = ThreadPoolExecutor(NUM_PROMPT_WORKERS, thread_name_prefix="firebox-prompts")
 
     @abstractmethod
-    def prepare(self, req: RequestT, engine: EngineClient) -> PreparedRequest: ...
+    def prepare(self, req: RequestT, engine: EngineClient) -> PreparedRequest:
+        """Template, tokens, context policy: blocking; `prepare_off_loop` runs it for the event loop."""
+
+    async def prepare_off_loop(self, req: RequestT, engine: EngineClient) -> PreparedRequest:
+        """`prepare` on the service's own workers (not the default executor that key lookups use):
+        a long conversation costs milliseconds to render and tokenize, and every other stream
+        goes on meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._prompt_workers, self.prepare, req, engine)
 
     @abstractmethod
     def response(self, req: RequestT, run: GenerationRun, renderers: Sequence[ChoiceRenderer]) -> ResponseModel: ...
@@ -98,7 +109,7 @@ class GenerationService(ABC, Generic[RequestT]):
     async def create(self, req: RequestT, handle: ModelHandle, ctx: RequestContext) -> Completed | Streaming:
         try:
             _check_stream_options(req)
-            prepared = self.prepare(req, handle.engine)
+            prepared = await self.prepare_off_loop(req, handle.engine)
             plan = plan_generation(
                 req, handle, ctx, prepared.prompts, self.prompt_param, prepared.structured_output,
                 thinking=prepared.thinking, keep_special_tokens=prepared.keep_special_tokens,
