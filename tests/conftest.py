@@ -20,12 +20,16 @@ API_KEY = "test-key"
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Run `app` with uvicorn on a free port in a background thread; yield its base URL."""
+def serve_in_thread(app: Any, send_buffer_bytes: int | None = None) -> Iterator[str]:
+    """Run `app` with uvicorn on a free port in a background thread; yield its base URL.
+    `send_buffer_bytes` fixes each connection's kernel send buffer (no autotuning: a client that
+    stops reading blocks the server's writes sooner)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if send_buffer_bytes is not None:  # accepted connections inherit it from the listening socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)

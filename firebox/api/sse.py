@@ -4,6 +4,11 @@ A client that goes away must abort its engine requests at once: the event-stream
 its chunk iterator however the response ends (the iterator's own clean-up aborts the engine
 requests and records the usage), and `cancel_on_disconnect` does the same for the time before
 a response exists (waiting in the queue, a non-streamed generation).
+
+A client that reads slowly holds nothing here: each frame is sent before the next chunk is
+asked for, and uvicorn's send waits while the connection's buffer is full. The deltas wait in
+the engine client's per-request queue instead, which is bounded: a stream that falls
+MAX_PENDING_DELTAS behind is cut with a `SLOW_READER` error event (engine/client.py).
 """
 
 from __future__ import annotations

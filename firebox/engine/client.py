@@ -5,12 +5,16 @@ The event loop never runs a step and never waits on the core: `generate()` regis
 per-request `asyncio.Queue` and hands the request to the transport, whose `submit` never blocks on
 the core. Each engine step comes back as one `Step` on the transport's thread; `deliver` hands
 every event loop its share of it with one `loop.call_soon_threadsafe`. When the core dies, every
-open stream ends with `EngineDeadError` and new requests are refused.
+open stream ends with `EngineDeadError` and new requests are refused. A stream whose reader falls
+`max_pending_deltas` behind (a client that stops reading its SSE stream) is cut rather than
+buffered without bound: the request is aborted and the reader gets `SlowReaderError` after the
+deltas already queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -19,19 +23,41 @@ from dataclasses import dataclass, field
 from firebox.engine.ipc import Step
 from firebox.engine.stats import EngineStats
 from firebox.engine.transport.base import EngineTransport
-from firebox.engine.types import EngineDeadError, EngineRequest, ModelInfo, RequestOutput
+from firebox.engine.types import EngineDeadError, EngineRequest, ModelInfo, RequestOutput, SlowReaderError
 from firebox.loader.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
 _Item = RequestOutput | BaseException
-_Posts = dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[_Item], _Item]]]
+MAX_PENDING_DELTAS = 1024  # unread deltas a stream may hold (a few hundred KB at most) before it is cut
 
 
 @dataclass(slots=True)
 class _Stream:
     loop: asyncio.AbstractEventLoop
+    max_pending: int
+    cut: Callable[[], None]  # forget the stream and abort its request
     queue: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
+    is_cut: bool = False
+
+    def put(self, item: _Item) -> None:
+        """On the stream's loop. A delta that finds `max_pending` unread ones cuts the stream: the
+        reader gets SlowReaderError after them, and the request is aborted."""
+        if self.is_cut:
+            return
+        is_last = isinstance(item, BaseException) or item.finished
+        if not is_last and self.queue.qsize() >= self.max_pending:
+            self.is_cut = True
+            self.queue.put_nowait(SlowReaderError(
+                f"the stream was cut: its reader fell {self.max_pending} deltas behind (a client must keep "
+                "reading its stream); the request was aborted"
+            ))  # fmt: skip
+            self.cut()
+            return
+        self.queue.put_nowait(item)
+
+
+_Posts = dict[asyncio.AbstractEventLoop, list[tuple[_Stream, _Item]]]
 
 
 class AsyncEngine:
@@ -39,9 +65,15 @@ class AsyncEngine:
     `process.launch_process_engine` (process)."""
 
     def __init__(
-        self, transport: EngineTransport, model_info: ModelInfo, tokenizer: Tokenizer, stats: EngineStats
+        self,
+        transport: EngineTransport,
+        model_info: ModelInfo,
+        tokenizer: Tokenizer,
+        stats: EngineStats,
+        max_pending_deltas: int = MAX_PENDING_DELTAS,
     ) -> None:
         self.transport = transport
+        self.max_pending_deltas = max_pending_deltas
         self.model_info = model_info
         self.tokenizer = tokenizer
         self._stats = stats
@@ -72,7 +104,8 @@ class AsyncEngine:
         """Submit a request and iterate its deltas. Raises QueueFullError, PromptTooLongError or
         ValueError before the first delta, EngineDeadError if the engine stops. Leaving the loop
         early (break, aclose, cancellation) aborts the request in the core."""
-        stream = _Stream(asyncio.get_running_loop())
+        cut = functools.partial(self._forget, request.request_id)
+        stream = _Stream(asyncio.get_running_loop(), self.max_pending_deltas, cut)
         self._register(request.request_id, stream)
         self.transport.submit(request)
         done = False
@@ -120,11 +153,11 @@ class AsyncEngine:
         with self._lock:
             for refused in step.rejections:
                 if (stream := self._streams.pop(refused.request_id, None)) is not None:
-                    posts.setdefault(stream.loop, []).append((stream.queue, refused.error()))
+                    posts.setdefault(stream.loop, []).append((stream, refused.error()))
             for output in step.outputs:
                 take = self._streams.pop if output.finished else self._streams.get
                 if (stream := take(output.request_id, None)) is not None:
-                    posts.setdefault(stream.loop, []).append((stream.queue, output))
+                    posts.setdefault(stream.loop, []).append((stream, output))
         _post(posts)
 
     def die(self, reason: str, *, is_failure: bool) -> None:
@@ -141,7 +174,7 @@ class AsyncEngine:
             logger.error("model %s: %s; failing %d in-flight requests", self.model_info.name, reason, len(streams))
         posts: _Posts = {}
         for stream in streams:
-            posts.setdefault(stream.loop, []).append((stream.queue, EngineDeadError(public_reason)))
+            posts.setdefault(stream.loop, []).append((stream, EngineDeadError(public_reason)))
         _post(posts)
         for callback in callbacks if is_failure else []:
             callback(self)
@@ -166,6 +199,6 @@ def _post(posts: _Posts) -> None:
             pass
 
 
-def _put_all(items: list[tuple[asyncio.Queue[_Item], _Item]]) -> None:
-    for target, item in items:
-        target.put_nowait(item)
+def _put_all(items: list[tuple[_Stream, _Item]]) -> None:
+    for stream, item in items:
+        stream.put(item)

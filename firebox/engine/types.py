@@ -52,6 +52,11 @@ class RequestFailedError(EngineError):
     """An exception inside an engine step, attributed to this request; the engine goes on."""
 
 
+class SlowReaderError(EngineError):
+    """The stream's reader fell too many deltas behind: the stream was cut and the request aborted,
+    rather than buffered without bound."""
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-request sampling; the sampler applies all of it in one batched pass."""

@@ -7,7 +7,13 @@ record and the HTTP answer always agree.
 
 from __future__ import annotations
 
-from firebox.engine.types import EngineDeadError, PromptTooLongError, QueueFullError, RequestFailedError
+from firebox.engine.types import (
+    EngineDeadError,
+    PromptTooLongError,
+    QueueFullError,
+    RequestFailedError,
+    SlowReaderError,
+)
 from firebox.protocol.common import ErrorDetail, ErrorResponse
 
 
@@ -86,6 +92,7 @@ _ENGINE_ERRORS: dict[type[Exception], tuple[int, str, str, str]] = {
     QueueFullError: (429, "rate_limit_error", "RESOURCE_EXHAUSTED", "the server is at capacity; retry later"),
     EngineDeadError: (503, "service_unavailable", "UNAVAILABLE", "the engine is not running"),
     RequestFailedError: (500, "server_error", "INTERNAL", "the engine failed while running this request"),
+    SlowReaderError: (408, "timeout_error", "SLOW_READER", "the stream was read too slowly and was cut"),
 }
 
 

@@ -1,8 +1,10 @@
 """Several engine requests of one API request (n > 1, several prompts) as one merged stream.
 
 Each engine stream is pumped by its own task into one queue, so the merged stream yields
-deltas in the order the engine produces them, tagged with the choice index. Closing the merged
-stream (or cancelling its consumer) closes every engine stream, which aborts its request.
+deltas in the order the engine produces them, tagged with the choice index. The queue is
+bounded: a slow reader stops the pumps, so the deltas wait in the engine streams, which cut a
+reader that falls too far behind. Closing the merged stream (or cancelling its consumer) closes
+every engine stream, which aborts its request.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from firebox.engine.types import EngineClient, EngineRequest, RequestOutput
 
 _DONE = object()
+MAX_MERGED_PENDING = 16  # deltas per choice waiting in the merged queue; beyond, the pumps wait
 
 
 async def aclose_quietly(stream: Any) -> None:
@@ -31,7 +34,7 @@ async def merge_streams(
         async for pair in _single_stream(engine, requests[0]):
             yield pair
         return
-    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(MAX_MERGED_PENDING * len(requests))
     tasks = [asyncio.create_task(_pump(engine, i, req, queue)) for i, req in enumerate(requests)]
     try:
         remaining = len(tasks)
@@ -63,9 +66,9 @@ async def _pump(engine: EngineClient, index: int, request: EngineRequest, queue:
     try:
         stream = engine.generate(request)
         async for output in stream:
-            queue.put_nowait((index, output))
-        queue.put_nowait((index, _DONE))
+            await queue.put((index, output))
+        await queue.put((index, _DONE))
     except Exception as exc:  # handed to the consumer, which raises it
-        queue.put_nowait((index, exc))
+        await queue.put((index, exc))
     finally:
         await aclose_quietly(stream)

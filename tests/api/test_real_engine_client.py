@@ -4,8 +4,11 @@ serving layer and the engine client, including an abort that must free every KV 
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
+from urllib.parse import urlparse
 
 import pytest
 
@@ -39,7 +42,8 @@ def real_server() -> Iterator[LiveServer]:
     registry.add(MODEL, engine)
     live = LiveServer(url="", engine=engine, other_engine=None)
     try:
-        with serve_in_thread(create_app(registry, callbacks=[live.records.append])) as url:
+        app = create_app(registry, callbacks=[live.records.append])
+        with serve_in_thread(app, send_buffer_bytes=32_768) as url:
             live.url = url
             yield live
     finally:
@@ -78,3 +82,48 @@ def test_abort_mid_stream_frees_the_request_and_its_kv_blocks(real_server) -> No
     assert wait_until(lambda: any(r.aborted for r in real_server.records))
     record = next(r for r in real_server.records if r.aborted)
     assert 0 < record.completion_tokens < 4000  # without the abort: 8 s of generation
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_client_that_stops_reading_has_its_stream_cut_not_buffered(real_server, n: int) -> None:
+    """The engine keeps going while the client reads nothing; once its stream holds
+    MAX_PENDING_DELTAS unread deltas the request is aborted, and the client that reads again
+    finds what was queued, then an error event naming the cause (no [DONE]). With n = 2 the
+    merged stream of the choices is bounded too."""
+    engine = real_server.engine
+    url = urlparse(real_server.url)
+    body = json.dumps({
+        "model": MODEL, "messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": 4000,
+        "stream": True, "ignore_eos": True, "n": n,
+    }).encode()  # fmt: skip
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's writes stall
+    sock.connect((url.hostname, url.port))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    received = sock.recv(1024)  # the headers (and a first chunk): then the client stops reading
+    assert b" 200 " in received.split(b"\r\n", 1)[0]
+    assert wait_until(lambda: engine.stats.num_running == 0 and engine.num_outstanding == 0, timeout=60)
+    assert wait_until(lambda: engine.stats.kv_cache_usage == 0.0)
+    while chunk := sock.recv(65536):  # the client reads again, to the end
+        received += chunk
+    sock.close()
+    events = [line[len(b"data: ") :] for line in _body(received).split(b"\n") if line.startswith(b"data: ")]
+    error = json.loads(events[-1])["error"]
+    assert error["code"] == "SLOW_READER" and "fell 1024 deltas behind" in error["message"], error
+    assert wait_until(lambda: any(r.status_code == 408 for r in real_server.records))
+    record = next(r for r in real_server.records if r.status_code == 408)
+    assert record.completion_tokens < 4000 * n and len(events) - 1 - n == record.completion_tokens  # all it got
+    real_server.records.remove(record)
+
+
+def _body(response: bytes) -> bytes:
+    """The body of a raw HTTP/1.1 response with chunked transfer encoding."""
+    rest, body = response.split(b"\r\n\r\n", 1)[1], b""
+    while rest:
+        size_line, rest = rest.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        body, rest = body + rest[:size], rest[size + 2 :]
+    return body

@@ -11,7 +11,15 @@ from engine_fakes import EOS, context_hash_token, make_core, make_engine_request
 from firebox.engine.client import AsyncEngine
 from firebox.engine.launch import run_on_thread
 from firebox.engine.core import MAX_FAILED_STEPS
-from firebox.engine.types import EngineDeadError, FinishReason, ModelInfo, QueueFullError, RequestFailedError
+from firebox.engine.transport.thread import ThreadTransport
+from firebox.engine.types import (
+    EngineDeadError,
+    FinishReason,
+    ModelInfo,
+    QueueFullError,
+    RequestFailedError,
+    SlowReaderError,
+)
 
 MODEL_INFO = ModelInfo("test", "fake", max_model_len=4096, vocab_size=320, eos_token_ids=(EOS,))
 
@@ -213,3 +221,29 @@ def test_engine_crash_fails_in_flight_requests_and_refuses_new_ones(tokenizer):
     finally:
         engine.shutdown()
     assert not engine.is_alive
+
+
+def test_a_reader_that_stops_reading_is_cut_after_a_bounded_number_of_deltas(tokenizer):
+    core, _ = make_core(tokenizer, lambda sched, context: 5)
+    engine = AsyncEngine(ThreadTransport(core), MODEL_INFO, tokenizer, core.stats(), max_pending_deltas=8)
+    request = make_engine_request("slow", [1, 2, 3], max_tokens=3_000, ignore_eos=True)
+
+    async def main():
+        stream = engine.generate(request)
+        first = await anext(stream)  # then the reader stops reading
+        for _ in range(2_000):
+            await asyncio.sleep(0.005)
+            if engine.num_outstanding == 0 and engine.stats.num_running == 0:
+                break
+        unread = []
+        with pytest.raises(SlowReaderError, match="fell 8 deltas behind"):
+            async for output in stream:
+                unread.append(output)
+        return first, unread
+
+    try:
+        first, unread = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert 7 <= len(unread) <= 8 and not unread[-1].finished  # what was queued (at most 8), then the error
+    assert engine.stats.num_running == 0 and engine.stats.kv_cache_usage == 0.0  # aborted in the core
