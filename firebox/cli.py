@@ -25,9 +25,11 @@ from firebox.cli_keys import keys_app
 from firebox.config import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_SOURCE,
+    DeploymentConfig,
     EngineConfig,
     EngineOptions,
     ServerConfig,
+    default_max_replicas,
     engine_config,
 )
 from firebox.loader.hub_ref import HubRef, is_hub_source
@@ -175,6 +177,10 @@ def serve(
         str | None, typer.Option(help="Run deployment replicas on this Ray cluster through Ray Serve ('auto': the "
                                  "one this machine joined); needs firebox[ray]. Default: local processes.")
     ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option(help="Deployment replicas this server runs at most, all deployments together; "
+                                 "default: one per core and per 2 GiB of memory, whichever is fewer.")
+    ] = None,
     usage_fsync_ms: Annotated[
         int, typer.Option(help="Group commit of the usage journal: fsync at most every N ms (a power cut loses at "
                           "most that much usage); 0: before each request's record returns; -1: never.")
@@ -196,6 +202,7 @@ def serve(
             engine_process=engine_process, max_request_bytes=max_request_bytes,
             allowed_hosts=tuple(h for spec in allowed_hosts or [] for h in spec.split(",") if h.strip()),
             ray_address=ray_address or None, usage_fsync_s=None if usage_fsync_ms < 0 else usage_fsync_ms / 1000,
+            deployments=DeploymentConfig(max_replicas=default_max_replicas() if max_replicas is None else max_replicas),
             **({"data_dir": data_dir} if data_dir is not None else {}),
         )  # fmt: skip
         config = build_server_config(apply_revision(model or [DEFAULT_MODEL_SOURCE], revision), engine, server)

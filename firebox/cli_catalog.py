@@ -63,4 +63,5 @@ def _default_backend(config: ServerConfig) -> Any:
     from firebox.serving.deployments.local_backend import LocalProcessBackend
 
     return LocalProcessBackend(start_timeout_s=settings.replica_start_timeout_s,
-                               stop_timeout_s=settings.replica_stop_timeout_s)
+                               stop_timeout_s=settings.replica_stop_timeout_s,
+                               max_concurrent_starts=settings.max_concurrent_starts)

@@ -245,11 +245,40 @@ class DeploymentConfig:
     restart_backoff_s: float = 1.0
     """First wait before retrying a replica that failed to start; doubles up to 30 s."""
 
+    max_replicas: int | None = None
+    """Replicas of all deployments together, running or starting; more wait for room. `None`: no
+    cap (`firebox serve` always sets one: `--max-replicas`, by default `default_max_replicas()`)."""
+
+    max_replicas_per_deployment: int = 16
+    """The largest minReplicaCount / maxReplicaCount one deployment may ask for."""
+
+    max_deployments_per_account: int = 16
+    """Deployments (not deleted) one account may have."""
+
+    max_concurrent_starts: int = 2
+    """Replicas loading their model at once; more start-ups queue in their own pool."""
+
     def __post_init__(self) -> None:
         if min(self.cold_start_timeout_s, self.replica_start_timeout_s, self.replica_stop_timeout_s) <= 0:
             raise ValueError("deployment timeouts must be positive")
         if self.prefix_affinity_tokens < 1 or self.affinity_slack < 0 or self.restart_backoff_s <= 0:
             raise ValueError("prefix_affinity_tokens must be >= 1, affinity_slack >= 0, restart_backoff_s > 0")
+        caps = (self.max_replicas_per_deployment, self.max_deployments_per_account, self.max_concurrent_starts)
+        if min(caps) < 1 or (self.max_replicas is not None and self.max_replicas < 1):
+            raise ValueError("replica and deployment limits must be >= 1")
+
+
+REPLICA_MEMORY_BYTES = 2 << 30  # what one replica is budgeted: weights, KV cache, the process
+
+
+def default_max_replicas() -> int:
+    """`--max-replicas` by default: one replica per core, and per 2 GiB of memory, whichever is fewer."""
+    num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return max(num_cores, 1)
+    return max(1, min(num_cores, memory // REPLICA_MEMORY_BYTES))
 
 
 def kernel_cache_dir() -> Path:

@@ -27,3 +27,9 @@ class PermissionDeniedError(PlatformError):
 
 class UnauthenticatedError(PlatformError):
     code = "UNAUTHENTICATED"
+
+
+class ResourceExhaustedError(PlatformError):
+    """Over a quota or this server's capacity (a 429)."""
+
+    code = "RESOURCE_EXHAUSTED"

@@ -67,3 +67,16 @@ def test_the_flags_reach_the_server_config(monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     assert seen[0].allowed_hosts == ("a.example", "b.example", "c.example") and seen[0].max_request_bytes == 1000
     assert CliRunner().invoke(app, ["serve", "--max-request-bytes", "0"]).exit_code == 2
+
+
+def test_max_replicas_and_usage_fsync_reach_the_server_config(monkeypatch) -> None:
+    from firebox.config import default_max_replicas
+
+    seen = []
+    monkeypatch.setattr("firebox.cli.run_server", lambda config, *args, **kwargs: seen.append(config))
+    args = ["serve", "--max-replicas", "3", "--usage-fsync-ms", "-1"]
+    assert CliRunner().invoke(app, args, env={"FIREBOX_API_KEY": ""}).exit_code == 0
+    assert CliRunner().invoke(app, ["serve"], env={"FIREBOX_API_KEY": ""}).exit_code == 0
+    assert (seen[0].deployments.max_replicas, seen[0].usage_fsync_s) == (3, None)
+    assert (seen[1].deployments.max_replicas, seen[1].usage_fsync_s) == (default_max_replicas(), 0.05)
+    assert CliRunner().invoke(app, ["serve", "--max-replicas", "0"]).exit_code == 2

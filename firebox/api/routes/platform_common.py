@@ -20,6 +20,7 @@ from firebox.platform.errors import (
     NotFoundError,
     PermissionDeniedError,
     PlatformError,
+    ResourceExhaustedError,
     UnauthenticatedError,
 )
 from firebox.protocol.common import ErrorDetail, ErrorResponse
@@ -28,7 +29,8 @@ _STATUS = {InvalidArgumentError: (400, "invalid_request_error"),
            UnauthenticatedError: (401, "authentication_error"),
            PermissionDeniedError: (403, "permission_error"),
            NotFoundError: (404, "not_found_error"),
-           AlreadyExistsError: (409, "conflict_error")}
+           AlreadyExistsError: (409, "conflict_error"),
+           ResourceExhaustedError: (429, "rate_limit_error")}
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
 T = TypeVar("T")

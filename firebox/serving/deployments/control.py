@@ -18,8 +18,15 @@ from typing import Any
 
 from firebox.config import DeploymentConfig
 from firebox.platform.deployments import Deployment, DeploymentStore
-from firebox.platform.errors import InvalidArgumentError, NotFoundError
+from firebox.platform.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from firebox.serving.auth import Principal
+from firebox.serving.deployments.caps import (
+    check_account_room,
+    check_replica_bounds,
+    check_total_floor,
+    held_to_caps,
+    over_account_cap,
+)
 from firebox.serving.deployments.catalog_models import CatalogModels
 from firebox.serving.deployments.live import LiveDeployment, ReplicaCounts
 from firebox.serving.deployments.manager import DeploymentManager
@@ -71,13 +78,19 @@ class DeploymentControl:
     async def start(self) -> None:
         """Run every stored deployment again (replicas back to their desired count) and create the
         catalog's deployments that do not exist yet."""
+        per_account: dict[str, int] = {}
         for record in await asyncio.to_thread(self.store.list, None, False):
             try:
-                self.manager.deploy(await self._spec(record))
-            except InvalidArgumentError as exc:
+                if over_account_cap(record.account_id, per_account, self.manager.settings):
+                    raise ResourceExhaustedError(f"over this server's limit of "
+                                                 f"{self.manager.settings.max_deployments_per_account} deployments "
+                                                 f"per account")  # fmt: skip
+                self.manager.deploy(await self._spec(await self._held_to_caps(record)))
+            except (InvalidArgumentError, ResourceExhaustedError) as exc:
                 logger.error("deployment %s cannot run: %s", record.name, exc)
                 await self._write(record.account_id, record.deployment_id, state="FAILED",
-                                  status_code="FAILED_PRECONDITION", status_message=str(exc))
+                                  status_code="FAILED_PRECONDITION" if isinstance(exc, InvalidArgumentError)
+                                  else exc.code, status_message=str(exc))  # fmt: skip
         for model in self.models:
             for entry in model.deployments:
                 if not await self._exists(entry.account, entry.deployment_id):
@@ -99,6 +112,7 @@ class DeploymentControl:
         record = Deployment(account_id, deployment_id or secrets.token_hex(4), model.name, state="CREATING")
         record = _apply(record, dataclasses.replace(fields, autoscaling_policy=fields.autoscaling_policy or {}))
         record = dataclasses.replace(record, desired_replica_count=_initial_replicas(record))
+        await self._check_caps(record, is_new=True)
         spec = await self._spec(record)
         async with self._write_lock:
             record = await asyncio.to_thread(self.store.create, record)
@@ -117,6 +131,7 @@ class DeploymentControl:
         if fields.base_model and self.models.registry.full_name(fields.base_model) != record.base_model:
             raise InvalidArgumentError("baseModel of a deployment cannot change; create another deployment")
         record = _apply(record, fields)
+        await self._check_caps(record, is_new=False)
         spec = await self._spec(record)
         record = await self._write(account_id, deployment_id, **_declared(record))
         return self._view(record, self.manager.deploy(spec))
@@ -146,6 +161,7 @@ class DeploymentControl:
         if not record.is_deleted:
             raise InvalidArgumentError(f"deployment {record.name} is not deleted")
         record = dataclasses.replace(record, state="CREATING", desired_replica_count=_initial_replicas(record))
+        await self._check_caps(record, is_new=True)
         spec = await self._spec(record)
         async with self._write_lock:
             await asyncio.to_thread(self.store.undelete, account_id, deployment_id, "CREATING")
@@ -181,6 +197,27 @@ class DeploymentControl:
                                   policy, config, description, state)  # fmt: skip
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from exc
+
+    async def _check_caps(self, record: Deployment, is_new: bool) -> None:
+        """400 over the replicas one deployment may have, 429 over the account's deployments or
+        the replicas every deployment keeps running (see caps.py)."""
+        settings = self.manager.settings
+        check_replica_bounds(record, settings)
+        if is_new:
+            existing = await asyncio.to_thread(self.store.list, record.account_id, False)
+            check_account_room(record.account_id, len(existing), settings)
+        others_floor = sum(d.spec.min_replica_count for d in self.manager if d.name != record.name)
+        check_total_floor(record, others_floor, settings)
+
+    async def _held_to_caps(self, record: Deployment) -> Deployment:
+        """A stored deployment cut to this server's replica limit (and stored so)."""
+        capped = held_to_caps(record, self.manager.settings)
+        if capped == record:
+            return record
+        logger.warning("deployment %s asks for %d-%d replicas; held to this server's limit of %d", record.name,
+                       record.min_replica_count, record.max_replica_count, capped.max_replica_count)
+        bounds = ("min_replica_count", "max_replica_count", "desired_replica_count")
+        return await self._write(record.account_id, record.deployment_id, **{f: getattr(capped, f) for f in bounds})
 
     async def _running_record(self, account_id: str, deployment_id: str) -> Deployment:
         record = await asyncio.to_thread(self.store.get, account_id, deployment_id)

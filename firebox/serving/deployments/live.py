@@ -21,6 +21,7 @@ from typing import Any
 from firebox.config import DeploymentConfig
 from firebox.engine.types import EngineRequest
 from firebox.serving.deployments.autoscaler import LoadSample, ScaleBounds, ScaleState, decide
+from firebox.serving.deployments.budget import ReplicaBudget
 from firebox.serving.deployments.errors import DeploymentScalingUpError, DeploymentUnavailableError
 from firebox.serving.deployments.replicas import Replica, ReplicaBackend, ReplicaSpec
 from firebox.serving.deployments.router import affinity_key, pick_replica
@@ -41,8 +42,9 @@ class ReplicaCounts:
 
 class LiveDeployment:
     def __init__(self, spec: DeploymentSpec, backend: ReplicaBackend, settings: DeploymentConfig,
-                 on_change: OnChange) -> None:
+                 on_change: OnChange, budget: ReplicaBudget | None = None) -> None:
         self.spec = spec
+        self._budget = budget or ReplicaBudget(None)  # shared by the manager's deployments
         self.state = spec.state
         self.status = ("OK", "")  # (code, message) of the last replica operation
         self.replicas: list[Replica] = []
@@ -138,8 +140,10 @@ class LiveDeployment:
                 try:
                     await asyncio.wait_for(changed.wait(), deadline - time.monotonic())
                 except TimeoutError:
+                    budget = self._budget
+                    full = f" (this server runs its limit of {budget.limit} replicas)" if budget.is_full else ""
                     raise DeploymentScalingUpError(
-                        f"deployment {self.name} is scaling up from zero replicas; retry shortly"
+                        f"deployment {self.name} is scaling up from zero replicas{full}; retry shortly"
                     ) from None
             return replica
         finally:
@@ -210,7 +214,7 @@ class LiveDeployment:
                 replica.is_draining = False  # wanted again before it stopped
                 missing -= 1
         if missing > 0 and now >= self._retry_at:
-            for _ in range(missing):
+            for _ in range(self._budget.take(missing)):  # the rest waits for room under --max-replicas
                 self._spawn(self._start_one())
 
     def _drain_surplus(self) -> None:
@@ -242,6 +246,7 @@ class LiveDeployment:
         try:
             replica = await self._backend.start_replica(spec)
         except Exception as exc:
+            self._budget.give_back()
             self._start_failed(exc)
             return
         finally:
@@ -270,6 +275,8 @@ class LiveDeployment:
             await self._backend.stop_replica(replica)
         except Exception:
             logger.exception("deployment %s: replica %s did not stop cleanly", self.name, replica.replica_id)
+        finally:
+            self._budget.give_back()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 
 from firebox.config import DeploymentConfig
+from firebox.serving.deployments.budget import ReplicaBudget
 from firebox.serving.deployments.live import LiveDeployment, OnChange
 from firebox.serving.deployments.replicas import DeploymentBackend, ReplicaBackend
 from firebox.serving.deployments.spec import DeploymentSpec
@@ -22,6 +23,7 @@ class DeploymentManager:
                  on_change: OnChange = _ignore) -> None:
         self.backend = backend
         self.settings = settings or DeploymentConfig()
+        self.budget = ReplicaBudget(self.settings.max_replicas)  # local replicas; Ray Serve places its own
         self._on_change = on_change
         self._live: dict[str, LiveDeployment] = {}
 
@@ -40,7 +42,7 @@ class DeploymentManager:
         if isinstance(self.backend, DeploymentBackend):  # the platform scales and routes (Ray Serve)
             live = self.backend.run_deployment(spec, self.settings, self._on_change)
         else:
-            live = LiveDeployment(spec, self.backend, self.settings, self._on_change)
+            live = LiveDeployment(spec, self.backend, self.settings, self._on_change, self.budget)
         self._live[spec.name] = live
         live.start()
         return live
