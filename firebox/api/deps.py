@@ -113,9 +113,10 @@ def may_use(principal: Principal | None, account_id: str, is_public: bool | None
 
 
 def resolve_model(request: Request, name: str) -> ModelHandle:
-    """The handle of `name`; another account's private model or deployment is reported as not
-    found (404)."""
-    handle = app_state(request).registry.resolve(name)
-    if not may_use(getattr(request.state, "principal", None), handle.account_id, handle.is_public):
+    """The handle of `name` (a short name in the caller's account first); another account's
+    private model or deployment is reported as not found (404)."""
+    principal = getattr(request.state, "principal", None)
+    handle = app_state(request).registry.resolve(name, principal.account_id if principal else None)
+    if not may_use(principal, handle.account_id, handle.is_public):
         raise ModelNotFoundError(name)
     return handle

@@ -1,9 +1,9 @@
 """Served models by name, and the resolve step from a request's `model` string to an engine.
 
-Names are `accounts/<account>/models/<id>`; a bare `<id>` resolves in the default account.
-Deployment names (`accounts/<a>/deployments/<id>`, `<model>#<deployment>`) are resolved by the
-`NameResolver` that `serving/deployments/names.py` registers with `add_resolver`; the routes only
-ever call `resolve`.
+Names are `accounts/<account>/models/<id>`; a bare `<id>` resolves in the caller's account first,
+then in the default account. Deployment names (`accounts/<a>/deployments/<id>`,
+`<model>#<deployment>`) are resolved by the `NameResolver` that `serving/deployments/names.py`
+registers with `add_resolver`; the routes only ever call `resolve`.
 """
 
 from __future__ import annotations
@@ -65,9 +65,10 @@ class ModelHandle:
 
 
 class NameResolver(Protocol):
-    """Maps a `model` string to a handle; None when the string is not of its kind."""
+    """Maps a `model` string to a handle; None when the string is not of its kind. `account_id`:
+    the caller's account, where short names look first (None: the default account only)."""
 
-    def resolve(self, name: str, registry: ModelRegistry) -> ModelHandle | None: ...
+    def resolve(self, name: str, registry: ModelRegistry, account_id: str | None) -> ModelHandle | None: ...
 
 
 class ModelRegistry:
@@ -99,16 +100,27 @@ class ModelRegistry:
         """`<id>` -> `accounts/<default account>/models/<id>`; full names unchanged."""
         return name if "/" in name else f"accounts/{self.default_account}/models/{name}"
 
-    def get(self, name: str) -> ServedModel | None:
-        """The served model of a full or short name (no deployments)."""
-        return self._models.get(self.full_name(name.strip()))
+    def full_names(self, name: str, account_id: str | None = None) -> list[str]:
+        """Where `name` may live, in the order to look: a full name is itself; a short one is in
+        `account_id` (the caller's), then in the default account."""
+        name = name.strip()
+        if "/" in name:
+            return [name]
+        accounts = dict.fromkeys(a for a in (account_id, self.default_account) if a is not None)
+        return [f"accounts/{account}/models/{name}" for account in accounts]
 
-    def resolve(self, name: str) -> ModelHandle:
+    def get(self, name: str, account_id: str | None = None) -> ServedModel | None:
+        """The served model of a full or short name (no deployments); a short name in
+        `account_id` first, then in the default account."""
+        return next((m for n in self.full_names(name, account_id) if (m := self._models.get(n)) is not None), None)
+
+    def resolve(self, name: str, account_id: str | None = None) -> ModelHandle:
+        """The handle of `name` for a caller of `account_id`."""
         for resolver in self._resolvers:
-            handle = resolver.resolve(name, self)
+            handle = resolver.resolve(name, self, account_id)
             if handle is not None:
                 return handle
-        served = self.get(name)
+        served = self.get(name, account_id)
         if served is None:
             raise ModelNotFoundError(name)
         return ModelHandle(served.name, served)

@@ -26,6 +26,20 @@ def test_short_names_resolve_only_in_the_default_account() -> None:
     assert registry.resolve("accounts/acme/models/private").model.account_id == "acme"
 
 
+def test_short_names_resolve_in_the_callers_account_first() -> None:
+    registry = ModelRegistry()
+    shared, own = FakeEngine(), FakeEngine(name="accounts/acme/models/fake-chatml")
+    registry.add("accounts/fireworks/models/fake-chatml", shared)
+    registry.add("accounts/acme/models/fake-chatml", own)
+    registry.add("accounts/acme/models/private", FakeEngine())
+    assert registry.resolve("fake-chatml", "acme").engine is own
+    assert registry.resolve("fake-chatml", "rival").engine is shared  # none of its own: the default account's
+    assert registry.resolve("fake-chatml").engine is shared
+    assert registry.resolve("private", "acme").name == "accounts/acme/models/private"
+    with pytest.raises(ModelNotFoundError):
+        registry.resolve("private", "rival")
+
+
 def test_adding_a_short_name_places_it_in_the_default_account_and_twice_is_an_error() -> None:
     registry = ModelRegistry()
     served = registry.add("tiny", FakeEngine())
@@ -41,7 +55,7 @@ def test_a_resolver_can_add_deployment_names_without_touching_the_rest() -> None
     registry.add("base", FakeEngine())
 
     class Deployments:
-        def resolve(self, name: str, reg: ModelRegistry) -> ModelHandle | None:
+        def resolve(self, name: str, reg: ModelRegistry, account_id: str | None) -> ModelHandle | None:
             model, _, deployment = name.partition("#")
             if not deployment:
                 return None

@@ -56,13 +56,20 @@ class DeploymentManager:
     async def close(self) -> None:
         await asyncio.gather(*(self.remove(name) for name in list(self._live)))
 
-    def find(self, deployment_id: str, model: str) -> LiveDeployment | None:
-        """A deployment given by its short id: the one of `model`'s account, else the only one."""
+    def find(self, deployment_id: str, model: str, account_id: str | None = None) -> LiveDeployment | None:
+        """A deployment given by its short id: the caller's (`account_id`), else the one of
+        `model`'s account, else the only one."""
         matches = [d for d in self._live.values() if d.spec.deployment_id == deployment_id
                    and d.spec.base_model == model]  # fmt: skip
-        own = [d for d in matches if model.startswith(f"accounts/{d.spec.account_id}/")]
-        return (own or matches)[0] if len(own) == 1 or len(matches) == 1 else None
+        for is_own in (lambda d: d.spec.account_id == account_id,
+                       lambda d: model.startswith(f"accounts/{d.spec.account_id}/")):  # fmt: skip
+            own = [d for d in matches if is_own(d)]
+            if len(own) == 1:
+                return own[0]
+        return matches[0] if len(matches) == 1 else None
 
-    def default_for(self, model: str) -> LiveDeployment | None:
-        """Where a request naming only `model` goes when no shared pool serves it: its oldest deployment."""
-        return next((d for d in self._live.values() if d.spec.base_model == model), None)
+    def default_for(self, model: str, account_id: str | None = None) -> LiveDeployment | None:
+        """Where a request naming only `model` goes when no shared pool serves it: the oldest
+        deployment of the caller's account (`account_id`), else the oldest of any."""
+        deployments = [d for d in self._live.values() if d.spec.base_model == model]
+        return next((d for d in deployments if d.spec.account_id == account_id), None) or next(iter(deployments), None)
