@@ -7,19 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.fakes import thinking_tokenizer
-
-MODEL = "accounts/fireworks/models/fake-chatml"
-THINKING = "The user asks 2 + 2. That is 4."
-REPLY = f"<think>\n{THINKING}\n</think>\n\nThe answer is 4."
-
-
-@pytest.fixture
-def qwen3(server, monkeypatch):
-    monkeypatch.setattr(server.engine, "tokenizer", thinking_tokenizer())
-    monkeypatch.setattr(server.engine, "max_model_len", 4096)
-    server.engine.reply = REPLY
-    return server
+from tests.api.test_chat_reasoning import MODEL, THINKING, qwen3  # noqa: F401 (qwen3: the fake Qwen3 fixture)
 
 
 def test_the_thinking_is_a_reasoning_item_before_the_answer(client, qwen3) -> None:
