@@ -84,6 +84,18 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
         raise typer.BadParameter(str(exc), param_hint="--model") from exc
 
 
+_DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration_s(text: str) -> float | None:
+    """`30d`, `12h`, `90m`, `3600s` or `3600` -> seconds; `0` -> None (no limit)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration: a number with s, m, h or d, like 30d")
+    seconds = float(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
+    return seconds or None
+
+
 def build_server_config(models: list[str], engine: EngineOptions, server: ServerConfig) -> ServerConfig:
     """`server` (host, port, keys, data dir, catalog) with one engine per `--model`, or per
     serverless model of its catalog; `engine` holds the engine flags."""
@@ -185,6 +197,10 @@ def serve(
         int, typer.Option(help="Group commit of the usage journal: fsync at most every N ms (a power cut loses at "
                           "most that much usage); 0: before each request's record returns; -1: never.")
     ] = 50,
+    responses_ttl: Annotated[
+        str, typer.Option(help="How long stored responses (Responses API) are kept: a number with s, m, h or d "
+                          "(a conversation's earlier turns stay while a later one is kept); 0: forever.")
+    ] = "30d",
 ) -> None:
     """Serve models over the Fireworks/OpenAI-compatible HTTP API."""
     if catalog_file is not None and model:
@@ -203,6 +219,7 @@ def serve(
             allowed_hosts=tuple(h for spec in allowed_hosts or [] for h in spec.split(",") if h.strip()),
             ray_address=ray_address or None, usage_fsync_s=None if usage_fsync_ms < 0 else usage_fsync_ms / 1000,
             deployments=DeploymentConfig(max_replicas=default_max_replicas() if max_replicas is None else max_replicas),
+            responses_ttl_s=parse_duration_s(responses_ttl),
             **({"data_dir": data_dir} if data_dir is not None else {}),
         )  # fmt: skip
         config = build_server_config(apply_revision(model or [DEFAULT_MODEL_SOURCE], revision), engine, server)

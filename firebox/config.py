@@ -345,8 +345,14 @@ class ServerConfig:
     this much usage); 0 syncs before each request's record returns; `None` never syncs (the
     journal then survives a killed process, not a power cut)."""
 
+    responses_ttl_s: float | None = 30 * 24 * 3600.0
+    """How long stored responses of the Responses API are kept (30 days, as OpenAI keeps them);
+    a conversation's earlier turns stay while a later one is kept. `None`: forever."""
+
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1:
             raise ValueError("max_request_bytes must be positive")
+        if self.responses_ttl_s is not None and self.responses_ttl_s <= 0:
+            raise ValueError("responses_ttl_s must be positive (or None: forever)")
         if self.usage_fsync_s is not None and self.usage_fsync_s < 0:
             raise ValueError("usage_fsync_s must be >= 0 (or None: never)")

@@ -128,7 +128,7 @@ async def serve_app(config: ServerConfig, launches: list[Any], shutdown_grace: f
     deployments = None
     try:
         platform = Platform.open(config.data_dir, config.database_url, admin_keys=config.api_keys,
-                                 usage_fsync_s=config.usage_fsync_s)
+                                 usage_fsync_s=config.usage_fsync_s, responses_ttl_s=config.responses_ttl_s)
     except BaseException:
         for launch in launches:
             launch.cancel()

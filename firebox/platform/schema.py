@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -85,11 +85,15 @@ class UsageRow(Base):
 
 
 class ResponseRow(Base):
-    """A stored response of the Responses API: its JSON body and every input item the model saw
-    (earlier turns' inputs and outputs included), so a continuation needs only this row."""
+    """A stored response of the Responses API: its JSON body and the input items of its own
+    request; the earlier turns are those of `previous_response_id`, walked at read time."""
 
     __tablename__ = "responses"
-    __table_args__ = (Index("ix_responses_account_seq", "account_id", "seq"),)
+    __table_args__ = (
+        Index("ix_responses_account_seq", "account_id", "seq"),
+        Index("ix_responses_previous_response_id", "previous_response_id"),
+        Index("ix_responses_created", "created"),
+    )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     """Insertion order: lists and their `after` cursors page by it."""
@@ -102,6 +106,11 @@ class ResponseRow(Base):
     updated: Mapped[datetime] = mapped_column(DateTime())
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    holds_history: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    """True for rows written before revision 0004: `input_items` hold the whole conversation
+    (earlier turns' inputs and outputs), and a walk of the chain stops here."""
+    deleted: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    """Deleted by its owner, kept hidden while a later response continues it."""
 
 
 class DeploymentRow(Base):

@@ -35,11 +35,11 @@ class Platform:
 
     @classmethod
     def open(cls, data_dir: Path, database_url: str | None = None, admin_keys: Sequence[str] = (),
-             usage_fsync_s: float | None = None) -> Platform:
+             usage_fsync_s: float | None = None, responses_ttl_s: float | None = None) -> Platform:
         """Lock the data directory (DataDirInUseError if another server has it), migrate the
         database, make sure the default account exists, replay the usage journal and start the
-        usage writer (`usage_fsync_s`: see `Journal`). Blocking: call it before the event loop
-        serves requests."""
+        usage writer (`usage_fsync_s`: see `Journal`); stored responses are kept `responses_ttl_s`
+        (None: forever). Blocking: call it before the event loop serves requests."""
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         lock = DataDirLock.acquire(data_dir)
         try:
@@ -55,7 +55,7 @@ class Platform:
         return cls(database=database, accounts=accounts, keys=keys,
                    authenticator=DatabaseAuthenticator(keys, admin_keys), usage=usage,
                    usage_query=UsageQuery(database), rate_limiter=RateLimiter(),
-                   metrics=PlatformMetrics(), responses=SqlResponseStore(database), lock=lock)
+                   metrics=PlatformMetrics(), responses=SqlResponseStore(database, responses_ttl_s), lock=lock)
 
     def completion_callbacks(self) -> list[Callable[[RequestRecord], None]]:
         """What serving calls with each finished `RequestRecord`: usage row, metrics, token limit

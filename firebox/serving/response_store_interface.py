@@ -1,10 +1,12 @@
 """The `ResponseStore` interface (stored Responses-API objects), paging, and an in-memory store.
 
-A stored response is its JSON body (the `response` object as last sent) plus every input item the
-model saw: the earlier turns' inputs and outputs and this turn's input, so that a continuation
-(`previous_response_id`) reads one response only. Responses belong to an account; every call
-names it, and another account's response does not exist. The platform's SQL store implements the
-same methods; the in-memory one serves an app built without a platform (tests, embedding).
+A stored response is its JSON body (the `response` object as last sent) plus the input items its
+own request added. The earlier turns are not copied into it: `previous_response_id` links them,
+and a continuation walks the chain (`get_chain`), so a conversation of N turns is stored once, not
+N times. Responses belong to an account; every call names it, and another account's response does
+not exist. A deleted response that a later one continues is hidden but kept for that chain. The
+platform's SQL store implements the same methods (and retention); the in-memory one serves an app
+built without a platform (tests, embedding).
 """
 
 from __future__ import annotations
@@ -18,23 +20,61 @@ T = TypeVar("T")
 Order = Literal["asc", "desc"]
 
 
+class StoredTurn(Protocol):
+    """One response of a conversation: its body and the input items its request added."""
+
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+    @property
+    def input_items(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def continues(self) -> str | None:
+        """The response whose turns come before these items; None: they start the conversation."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    body: dict[str, Any]
+    input_items: list[dict[str, Any]]
+    continues: str | None
+
+
+def conversation_items(chain: Sequence[StoredTurn], with_last_output: bool = True) -> list[dict[str, Any]]:
+    """The items of a chain (oldest turn first): each turn's input items, then its output."""
+    items: list[dict[str, Any]] = []
+    for i, turn in enumerate(chain):
+        items += turn.input_items
+        if with_last_output or i < len(chain) - 1:
+            items += turn.body["output"]
+    return items
+
+
 class ResponseStore(Protocol):
     """Stored responses by account. Writes are queued when `save` is called, in call order, so a
     stream being cancelled can record its end without awaiting; awaiting `save` waits until the
     write is done. Reads see every write queued before them."""
 
     def save(self, account_id: str, body: dict[str, Any], input_items: list[dict[str, Any]]) -> Awaitable[None]:
-        """Insert the response `body["id"]`, or replace its body (the input items do not change)."""
+        """Insert the response `body["id"]` with the input items of its own request (the earlier
+        turns are `body["previous_response_id"]`'s), or replace its body (the items do not change)."""
         ...
 
     async def get(self, account_id: str, response_id: str) -> dict[str, Any] | None:
         """The response body, or None when the account has no such response."""
         ...
 
-    async def get_input_items(self, account_id: str, response_id: str) -> list[dict[str, Any]] | None: ...
+    async def get_chain(self, account_id: str, response_id: str, max_turns: int) -> list[StoredTurn] | None:
+        """The response and those it continues, oldest first, at most `max_turns` of them (the
+        newest); the first one's `continues` is not None when turns before it were left out (or
+        are gone). None when the account has no such response."""
+        ...
 
     async def delete(self, account_id: str, response_id: str) -> bool:
-        """False when there was nothing to delete."""
+        """False when there was nothing to delete. A response that another continues is hidden
+        and its items kept for that chain; they go when no stored response continues it."""
         ...
 
     async def list(
@@ -71,6 +111,7 @@ class _Entry:
     account_id: str
     body: dict[str, Any]
     input_items: list[dict[str, Any]]
+    is_deleted: bool = False  # hidden, kept while a later response continues it
 
 
 def completed_future() -> asyncio.Future[None]:
@@ -86,9 +127,11 @@ class InMemoryResponseStore:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}  # insertion order is creation order
 
-    def _entry(self, account_id: str, response_id: str) -> _Entry | None:
+    def _entry(self, account_id: str, response_id: str, hidden_too: bool = False) -> _Entry | None:
         entry = self._entries.get(response_id)
-        return entry if entry is not None and entry.account_id == account_id else None
+        if entry is None or entry.account_id != account_id or (entry.is_deleted and not hidden_too):
+            return None
+        return entry
 
     def save(self, account_id: str, body: dict[str, Any], input_items: list[dict[str, Any]]) -> Awaitable[None]:
         entry = self._entries.get(body["id"])
@@ -102,20 +145,35 @@ class InMemoryResponseStore:
         entry = self._entry(account_id, response_id)
         return None if entry is None else entry.body
 
-    async def get_input_items(self, account_id: str, response_id: str) -> list[dict[str, Any]] | None:
+    async def get_chain(self, account_id: str, response_id: str, max_turns: int) -> list[StoredTurn] | None:
         entry = self._entry(account_id, response_id)
-        return None if entry is None else entry.input_items
+        if entry is None:
+            return None
+        chain = [entry]
+        while len(chain) < max_turns and (previous := chain[-1].body.get("previous_response_id")) is not None:
+            if (earlier := self._entry(account_id, previous, hidden_too=True)) is None:
+                break
+            chain.append(earlier)
+        return [_Turn(e.body, e.input_items, e.body.get("previous_response_id")) for e in reversed(chain)]
 
     async def delete(self, account_id: str, response_id: str) -> bool:
-        if self._entry(account_id, response_id) is None:
+        entry = self._entry(account_id, response_id)
+        if entry is None:
             return False
-        del self._entries[response_id]
+        entry.is_deleted = True
+        while entry is not None and entry.is_deleted and not self._is_continued(entry.body["id"]):
+            del self._entries[entry.body["id"]]  # and then the hidden ones only it continued
+            previous = entry.body.get("previous_response_id")
+            entry = None if previous is None else self._entry(account_id, previous, hidden_too=True)
         return True
+
+    def _is_continued(self, response_id: str) -> bool:
+        return any(e.body.get("previous_response_id") == response_id for e in self._entries.values())
 
     async def list(
         self, account_id: str, limit: int, after: str | None = None, before: str | None = None, order: Order = "desc"
     ) -> tuple[list[dict[str, Any]], bool]:
-        bodies = [e.body for e in self._entries.values() if e.account_id == account_id]
+        bodies = [e.body for e in self._entries.values() if e.account_id == account_id and not e.is_deleted]
         if order == "desc":
             bodies.reverse()
         return page_of(bodies, lambda body: body["id"], limit, after, before)

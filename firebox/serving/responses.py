@@ -4,9 +4,10 @@ The request becomes the chat request of the same meaning (`response_request.py`)
 ChatService itself: the chat template, function tools (their prompt, grammar and parser), the
 context policy, planning, sampling defaults, perf metrics and records are the chat machinery's
 own; the calls it parses out of the text become `function_call` items. With `store` (the default)
-the response and every input item the model saw are kept in a `ResponseStore`, per account: a
-continuation (`previous_response_id`) reads them back, and `instructions` are not carried over
-(as OpenAI documents). Streams are stored `in_progress` first, then updated.
+the response and its own request's input items are kept in a `ResponseStore`, per account: a
+continuation (`previous_response_id`) walks the chain back (`response_chain.py`, capped in turns
+and bytes), and `instructions` are not carried over (as OpenAI documents). Streams are stored
+`in_progress` first, then updated.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from firebox.serving.prompt import PreparedPrompt
 from firebox.serving.records import RequestContext, RequestRecorder, refusal_record
 from firebox.serving.registry import ModelHandle
 from firebox.serving.response_body import ResponseBuilder, ResponseFrame, echoed_settings
+from firebox.serving.response_chain import earlier_items, stored_input_items
 from firebox.serving.response_events import StoredRun, response_events
 from firebox.serving.response_items import check_call_outputs, input_items, new_item_id
 from firebox.serving.response_request import chat_request
@@ -63,9 +65,9 @@ class ResponsesService:
         self, req: ResponseCreateRequest, handle: ModelHandle, ctx: RequestContext
     ) -> Completed | Streaming:
         try:
-            items = await self._conversation(req, ctx.principal.account_id)
-            chat = chat_request(req, items)
-            prepared = self._chat.prepare(chat, handle.engine)
+            earlier, items = await self._conversation(req, ctx.principal.account_id)
+            chat = chat_request(req, [*earlier, *items])
+            prepared = await self._chat.prepare_off_loop(chat, handle.engine)
             check_input_fits(prepared.prompts[0], handle.engine.model_info.max_model_len)
             plan = plan_generation(
                 chat, handle, ctx, prepared.prompts, "input", prepared.structured_output,
@@ -97,27 +99,16 @@ class ResponsesService:
         builder = ResponseBuilder(frame, run, renderer, bool(req.perf_metrics_in_response), req.max_tool_calls)
         return StoredRun(builder, self._store if req.wants_store else None, ctx.principal.account_id, items)
 
-    async def _conversation(self, req: ResponseCreateRequest, account_id: str) -> list[dict[str, Any]]:
-        """Earlier turns (their input items and outputs), then this request's input."""
+    async def _conversation(
+        self, req: ResponseCreateRequest, account_id: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(the earlier turns' input items and outputs, this request's input items)."""
         items = input_items(req.input)
-        if req.previous_response_id is None:
-            check_call_outputs([], items)
-            return items
-        previous = await self._store.get(account_id, req.previous_response_id)
-        history = await self._store.get_input_items(account_id, req.previous_response_id)
-        if previous is None or history is None:
-            raise InvalidRequestError(
-                f"Previous response with id {req.previous_response_id!r} not found.",
-                param="previous_response_id",
-                code="previous_response_not_found",
-            )
-        if previous["status"] == "in_progress":
-            raise InvalidRequestError(
-                f"Previous response {req.previous_response_id!r} is still in progress.", param="previous_response_id"
-            )
-        earlier = [*history, *previous["output"]]
+        earlier: list[dict[str, Any]] = []
+        if req.previous_response_id is not None:
+            earlier = await earlier_items(self._store, account_id, req.previous_response_id, items)
         check_call_outputs(earlier, items)
-        return [*earlier, *items]
+        return earlier, items
 
     # --- stored responses -----------------------------------------------------------------------
 
@@ -145,7 +136,7 @@ class ResponsesService:
         self, principal: Principal, response_id: str, limit: int, after: str | None, order: Order
     ) -> ObjectList:
         """The items the model saw, newest first unless `order` is "asc"."""
-        items = await self._store.get_input_items(principal.account_id, response_id)
+        items = await stored_input_items(self._store, principal.account_id, response_id)
         if items is None:
             raise ResponseNotFoundError(response_id)
         ordered = items[::-1] if order == "desc" else items

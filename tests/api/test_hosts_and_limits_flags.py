@@ -80,3 +80,13 @@ def test_max_replicas_and_usage_fsync_reach_the_server_config(monkeypatch) -> No
     assert (seen[0].deployments.max_replicas, seen[0].usage_fsync_s) == (3, None)
     assert (seen[1].deployments.max_replicas, seen[1].usage_fsync_s) == (default_max_replicas(), 0.05)
     assert CliRunner().invoke(app, ["serve", "--max-replicas", "0"]).exit_code == 2
+
+
+def test_responses_ttl_reaches_the_server_config(monkeypatch) -> None:
+    seen = []
+    monkeypatch.setattr("firebox.cli.run_server", lambda config, *args, **kwargs: seen.append(config))
+    for ttl in ("12h", "90m", "3600", "0"):
+        assert CliRunner().invoke(app, ["serve", "--responses-ttl", ttl], env={"FIREBOX_API_KEY": ""}).exit_code == 0
+    assert CliRunner().invoke(app, ["serve"], env={"FIREBOX_API_KEY": ""}).exit_code == 0
+    assert [config.responses_ttl_s for config in seen] == [43200.0, 5400.0, 3600.0, None, 30 * 86400.0]
+    assert CliRunner().invoke(app, ["serve", "--responses-ttl", "a week"]).exit_code == 2

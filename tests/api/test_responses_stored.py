@@ -1,6 +1,6 @@
 """Stored responses in the platform database (SQLite), through the real server and two accounts'
 API keys checked by the platform's `DatabaseAuthenticator`: a three-turn conversation, retrieve,
-input items, list, delete, and account isolation."""
+input items, list, delete, account isolation, each turn stored once, and the caps of a chain."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from sqlalchemy import select
 
 from firebox.api.app import create_app
+from firebox.platform.schema import ResponseRow
 from firebox.platform.services import Platform
+from firebox.serving import response_chain
 from firebox.serving.registry import ModelRegistry
 from tests.conftest import serve_in_thread, wait_until
 from tests.fakes import FakeEngine
@@ -193,3 +196,51 @@ def test_stored_routes_need_a_key(stored) -> None:
         assert http.get("/v1/responses").status_code == 401
         assert http.get("/v1/responses/resp_x").status_code == 401
         assert http.post("/v1/responses", json={"model": MODEL, "input": "Hi"}).status_code == 401
+
+
+def _conversation(client, *inputs: str) -> list:
+    responses, previous = [], None
+    for text in inputs:
+        responses.append(client.responses.create(model=MODEL, input=text, previous_response_id=previous))
+        previous = responses[-1].id
+    return responses
+
+
+def test_each_turn_is_stored_once_not_copied_into_every_later_row(stored) -> None:
+    first, second, third = _conversation(stored.openai(), "One.", "Two.", "Three.")
+    with stored.platform.database.session() as session:
+        rows = {row.response_id: row.input_items for row in session.scalars(select(ResponseRow))}
+    assert [[item["content"][0]["text"] for item in rows[r.id]] for r in (first, second, third)] == [
+        ["One."], ["Two."], ["Three."]
+    ]
+    items = stored.openai().responses.input_items.list(third.id, order="asc").data  # the chain, walked
+    assert [item.content[0].text for item in items] == [
+        "One.", first.output_text, "Two.", second.output_text, "Three."
+    ]
+
+
+def test_a_conversation_over_its_turn_or_byte_cap_is_a_400(stored, monkeypatch) -> None:
+    client = stored.openai()
+    monkeypatch.setattr(response_chain, "MAX_CONVERSATION_TURNS", 3)
+    *_, third = _conversation(client, "One.", "Two.", "Three.")
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model=MODEL, input="Four.", previous_response_id=third.id)
+    assert info.value.body["code"] == "conversation_too_long" and "3 responses" in info.value.body["message"]
+    monkeypatch.setattr(response_chain, "MAX_CONVERSATION_TURNS", 256)
+    monkeypatch.setattr(response_chain, "MAX_CONVERSATION_BYTES", 2_000)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model=MODEL, input="x" * 2_000, previous_response_id=third.id)
+    assert info.value.body["code"] == "conversation_too_long" and "2000" in info.value.body["message"]
+    assert client.responses.create(model=MODEL, input="Four.", previous_response_id=third.id).status
+
+
+def test_deleting_an_earlier_turn_keeps_the_later_ones_whole(stored) -> None:
+    client = stored.openai()
+    first, second = _conversation(client, "One.", "Two.")
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    items = client.responses.input_items.list(second.id, order="asc").data
+    assert [item.content[0].text for item in items] == ["One.", first.output_text, "Two."]
+    client.responses.create(model=MODEL, input="Three.", previous_response_id=second.id)
+    assert "One." in _prompt(stored)
