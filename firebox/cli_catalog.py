@@ -40,12 +40,14 @@ def add_deployments(config: ServerConfig, registry: ModelRegistry, platform: Any
     from firebox.serving.deployments.catalog_models import CatalogModels
     from firebox.serving.deployments.control import DeploymentControl
     from firebox.serving.deployments.names import DeploymentResolver
+    from firebox.serving.deployments.stats import deployment_stats
 
     settings = config.deployments
     backend = backend or _default_backend(config)
     models = CatalogModels(server_catalog(config), config.engine_defaults, registry)
     control = DeploymentControl(DeploymentStore(platform.database), models, backend, settings)
     registry.add_resolver(DeploymentResolver(control.manager))
+    platform.metrics.add_engines(lambda: deployment_stats(control.manager))
     routers = [deployments_router(control, platform.authenticator),
                model_catalog_router(control, platform.authenticator)]
     return control, routers

@@ -87,6 +87,7 @@ def create_app(
         rate_limiter=rate_limiter,
         responses=ResponsesService(recorder, response_store or InMemoryResponseStore()),
         messages=MessagesService(recorder),
+        recorder=recorder,
     )
     for prefix in INFERENCE_PREFIXES:
         inference = (chat.router, completions.router, responses.router, messages.router, models.router, tokenize.router)

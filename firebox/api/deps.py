@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
+from firebox.api.refusals import mark_served
 from firebox.api.state import AppState
 from firebox.serving.auth import Authenticator, Principal
 from firebox.config import DEFAULT_ACCOUNT
@@ -119,4 +120,5 @@ def resolve_model(request: Request, name: str) -> ModelHandle:
     handle = app_state(request).registry.resolve(name, principal.account_id if principal else None)
     if not may_use(principal, handle.account_id, handle.is_public):
         raise ModelNotFoundError(name)
+    mark_served(request)
     return handle

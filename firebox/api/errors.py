@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from firebox.api.headers import REQUEST_ID
+from firebox.api.refusals import record_refusal
 from firebox.api.sse import ClientDisconnected
 from firebox.engine.types import EngineError, EngineUnavailableError, QueueFullError
 from firebox.protocol.common import ErrorDetail, ErrorResponse
@@ -79,6 +80,7 @@ def validation_body(exc: RequestValidationError) -> ErrorResponse:
 
 
 async def _on_validation(request: Request, exc: RequestValidationError) -> Response:
+    record_refusal(request, 400)
     return json_error(400, validation_body(exc), request)
 
 
@@ -92,6 +94,7 @@ async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
 
 
 async def _on_serving(request: Request, exc: Exception) -> Response:
+    record_refusal(request, status_of(exc))
     headers = {"retry-after": RETRY_AFTER_S} if isinstance(exc, QueueFullError) else None
     if isinstance(exc, EngineUnavailableError):
         headers = {"retry-after": str(exc.retry_after_s)}

@@ -9,6 +9,7 @@ from firebox.serving.auth import Authenticator
 from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
 from firebox.serving.messages import MessagesService
+from firebox.serving.records import RequestRecorder
 from firebox.serving.registry import ModelRegistry
 from firebox.serving.responses import ResponsesService
 
@@ -38,3 +39,4 @@ class AppState:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     rate_limiter: RateLimiter | None = None
     responses: ResponsesService | None = None
+    recorder: RequestRecorder | None = None  # for the requests refused before a service sees them

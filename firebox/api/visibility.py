@@ -10,7 +10,7 @@ from fastapi import Request
 
 from firebox.api.deps import app_state, bearer_token, may_use
 from firebox.api.state import AppState
-from firebox.names import split_model_name
+from firebox.names import split_deployment_name, split_model_name
 from firebox.serving.auth import Principal
 
 
@@ -23,7 +23,9 @@ def model_visibility(state: AppState, principal: Principal | None) -> Callable[[
     """A test of model names (`accounts/<a>/models/<m>`, or with `#<deployment>`) for `principal`."""
 
     def is_visible(name: str) -> bool:
-        model_name = name.partition("#")[0]
+        model_name, _, deployment = name.partition("#")
+        if deployment and not _may_see_deployment(principal, deployment):
+            return False
         try:
             account_id, _ = split_model_name(model_name)
         except ValueError:
@@ -32,6 +34,12 @@ def model_visibility(state: AppState, principal: Principal | None) -> Callable[[
         return may_use(principal, account_id, served.is_public if served is not None else None)
 
     return is_visible
+
+
+def _may_see_deployment(principal: Principal | None, deployment: str) -> bool:
+    """Deployments are private to their account (`accounts/<a>/deployments/<id>`)."""
+    owner = split_deployment_name(deployment)
+    return owner is not None and may_use(principal, owner[0], is_public=False)
 
 
 async def visible_model_names(request: Request) -> Callable[[str], bool] | None:

@@ -8,7 +8,7 @@ path (`observe_inter_token`); gauges and the prefix-cache counters are read from
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -42,11 +42,15 @@ class EngineStats(Protocol):
 StatsProvider = Callable[[], EngineStats]
 
 
+GroupProvider = Callable[[], Mapping[str, EngineStats]]  # stats by model name, of engines that come and go
+
+
 class _EngineStatsCollector:
     """Reads every registered engine's stats at scrape time."""
 
-    def __init__(self, providers: dict[str, StatsProvider]) -> None:
+    def __init__(self, providers: dict[str, StatsProvider], groups: list[GroupProvider]) -> None:
         self._providers = providers
+        self._groups = groups
 
     def collect(self) -> Iterator[Metric]:
         families = [
@@ -67,15 +71,22 @@ class _EngineStatsCollector:
         ]
         fields = ("num_running", "num_waiting", "kv_cache_usage", "prefix_cache_queries", "prefix_cache_hits",
                   "num_draft_tokens", "num_accepted_draft_tokens")
-        for model_name, provider in list(self._providers.items()):
-            try:
-                stats = provider()
-            except Exception:  # a dead engine must not break the scrape of the others
-                logger.exception("stats() of %s failed", model_name)
-                continue
+        for model_name, stats in self._stats():
             for family, name in zip(families, fields):
                 family.add_metric([model_name], float(getattr(stats, name, 0)))  # older stats: no speculation
         yield from families
+
+    def _stats(self) -> Iterator[tuple[str, EngineStats]]:
+        for model_name, provider in list(self._providers.items()):
+            try:
+                yield model_name, provider()
+            except Exception:  # a dead engine must not break the scrape of the others
+                logger.exception("stats() of %s failed", model_name)
+        for group in list(self._groups):
+            try:
+                yield from group().items()
+            except Exception:
+                logger.exception("stats of %r failed", group)
 
 
 class PlatformMetrics:
@@ -88,7 +99,8 @@ class PlatformMetrics:
         self._inter_token_from_records = inter_token_from_records
         self.registry = CollectorRegistry(auto_describe=True)
         self._providers: dict[str, StatsProvider] = {}
-        self.registry.register(_EngineStatsCollector(self._providers))
+        self._groups: list[GroupProvider] = []
+        self.registry.register(_EngineStatsCollector(self._providers, self._groups))
         labels = ["model_name"]
         self.prompt_tokens = Counter("firebox:prompt_tokens", "Prompt tokens processed.", labels,
                                      registry=self.registry)
@@ -113,6 +125,11 @@ class PlatformMetrics:
             metric.labels(model_name=model_name)
         for reason in FINISH_REASONS:
             self.request_success.labels(model_name=model_name, finished_reason=reason)
+
+    def add_engines(self, stats: GroupProvider) -> None:
+        """Register a source of engines that come and go (deployment replicas): at each scrape,
+        their stats by model name."""
+        self._groups.append(stats)
 
     def observe_request(self, record: RequestRecord) -> None:
         """Count a finished request."""

@@ -106,13 +106,23 @@ class RequestRecorder:
 
     def emit(self, record: RequestRecord, *, must_bill: bool = False) -> None:
         is_billed = self._bill(record)
+        self._notify(record)
+        if must_bill and not is_billed:
+            raise UsageUnavailableError()
+
+    def refused(self, record: RequestRecord) -> None:
+        """A request refused before any service saw it (401, 404, 429, 400): counted by the
+        callbacks (metrics), and recorded in usage where a key is known."""
+        if record.key_id is not None:
+            self._bill(record)
+        self._notify(record)
+
+    def _notify(self, record: RequestRecord) -> None:
         for callback in self._callbacks:
             try:
                 callback(record)
             except Exception:
                 logger.exception("completion callback %r failed", callback)
-        if must_bill and not is_billed:
-            raise UsageUnavailableError()
 
     def _bill(self, record: RequestRecord) -> bool:
         if self._ledger is None:

@@ -98,6 +98,7 @@ def _server_config(data_dir: Path, catalog_file: Path, settings: Any) -> Any:
 def _app(config: Any, platform: Any, backend: Any, serverless: dict[str, Any]) -> tuple[Any, Any]:
     from firebox.api.app import create_app
     from firebox.api.routes.control_plane import control_plane_router
+    from firebox.api.routes.metrics import metrics_router
     from firebox.cli_catalog import add_deployments
     from firebox.serving.registry import ModelRegistry
 
@@ -106,6 +107,7 @@ def _app(config: Any, platform: Any, backend: Any, serverless: dict[str, Any]) -
         registry.add(name, engine)
     control, routers = add_deployments(config, registry, platform, backend=backend)
     routers.append(control_plane_router(platform.accounts, platform.keys, platform.authenticator))
+    routers.append(metrics_router(platform.metrics))
     app = create_app(registry, platform.authenticator, platform.completion_callbacks(), config,
                      extra_routers=routers)
     return app, control

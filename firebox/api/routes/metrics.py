@@ -32,10 +32,11 @@ def metrics_router(metrics: PlatformMetrics) -> APIRouter:
 
 
 def samples_of_visible_models(content: bytes, is_visible: Callable[[str], bool]) -> bytes:
-    """The exposition text without the samples labelled with a model `is_visible` refuses."""
+    """The exposition text without the samples labelled with a model `is_visible` refuses (the
+    requests refused before serving, under an empty model name, name none)."""
     kept = []
     for line in content.splitlines(keepends=True):
         match = _MODEL_LABEL.search(line)
-        if match is None or is_visible(match[1].decode("unicode_escape")):
+        if match is None or not match[1] or is_visible(match[1].decode("unicode_escape")):  # "": refusals
             kept.append(line)
     return b"".join(kept)
