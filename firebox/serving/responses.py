@@ -19,9 +19,9 @@ from firebox.serving.auth import Principal
 from firebox.serving.chat import ChatService
 from firebox.serving.errors import ContextLengthError, InvalidRequestError, ServingError
 from firebox.serving.output import ChoiceRenderer
-from firebox.serving.plan import Plan, plan_generation, start_run
+from firebox.serving.plan import Plan, start_run
 from firebox.serving.prompt import PreparedPrompt
-from firebox.serving.records import RequestContext, RequestRecorder, refusal_record
+from firebox.serving.records import RequestContext, RequestRecorder
 from firebox.serving.registry import ModelHandle
 from firebox.serving.response_body import ResponseBuilder, ResponseFrame, echoed_settings
 from firebox.serving.response_chain import earlier_items, stored_input_items
@@ -30,7 +30,7 @@ from firebox.serving.response_items import check_call_outputs, input_items, new_
 from firebox.serving.response_request import chat_request
 from firebox.serving.response_store_interface import Order, ResponseStore, page_of
 from firebox.serving.run import GenerationRun, run_to_end, start_stream
-from firebox.serving.service import Completed, PreparedRequest, Streaming
+from firebox.serving.service import Completed, PreparedRequest, Streaming, refusal_recorded
 
 
 class ResponseNotFoundError(ServingError):
@@ -64,19 +64,12 @@ class ResponsesService:
     async def create(
         self, req: ResponseCreateRequest, handle: ModelHandle, ctx: RequestContext
     ) -> Completed | Streaming:
-        try:
+        with refusal_recorded(self._recorder, ctx, handle, req):
             earlier, items = await self._conversation(req, ctx.principal.account_id)
             chat = chat_request(req, [*earlier, *items])
             prepared = await self._chat.prepare_off_loop(chat, handle.engine)
             check_input_fits(prepared.prompts[0], handle.engine.model_info.max_model_len)
-            plan = plan_generation(
-                chat, handle, ctx, prepared.prompts, "input", prepared.structured_output,
-                thinking=prepared.thinking, keep_special_tokens=prepared.keep_special_tokens,
-            )  # fmt: skip
-        except ServingError as exc:  # refused before the engine: still one record
-            record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
-            self._recorder.emit(record)
-            raise
+            plan = prepared.plan(chat, handle, ctx, "input")
         run = start_run(handle, ctx, plan, self._recorder)
         stored = self._stored_run(req, handle, ctx, plan, run, items, prepared)
         if req.stream:

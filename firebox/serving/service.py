@@ -8,9 +8,10 @@ HTTP errors), and makes sure the run is closed and recorded however the stream e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -21,7 +22,7 @@ from firebox.protocol.params import GenerationParams
 from firebox.serving.errors import InvalidRequestError, ServingError, error_response
 from firebox.serving.output import ChoiceRenderer, Delta, deltas
 from firebox.serving.output_parsing import OutputParser
-from firebox.serving.plan import plan_generation, start_run
+from firebox.serving.plan import Plan, plan_generation, start_run
 from firebox.serving.prompt import PreparedPrompt
 from firebox.serving.reasoning import ThinkingMode
 from firebox.serving.records import RequestContext, RequestRecorder, refusal_record
@@ -43,6 +44,25 @@ class PreparedRequest:
     new_parser: Callable[[], OutputParser | None] | None = None  # one per choice: splits calls, thinking out
     thinking: ThinkingMode | None = None  # a thinking model's output begins so (None: it does not think)
     keep_special_tokens: bool = False  # the calls' tags are special tokens the parser must see
+
+    def plan(self, req: GenerationParams, handle: ModelHandle, ctx: RequestContext, prompt_param: str) -> Plan:
+        """`req` planned over these prompts, with the grammar and output settings prepared here."""
+        return plan_generation(
+            req, handle, ctx, self.prompts, prompt_param, self.structured_output,
+            thinking=self.thinking, keep_special_tokens=self.keep_special_tokens,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def refusal_recorded(
+    recorder: RequestRecorder, ctx: RequestContext, handle: ModelHandle, req: GenerationParams | Any
+) -> Iterator[None]:
+    """A request refused before the engine (a ServingError) still leaves one usage record."""
+    try:
+        yield
+    except ServingError as exc:
+        recorder.emit(refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata))
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +127,10 @@ class GenerationService(ABC, Generic[RequestT]):
             yield self.chunk(run, [], usage=run.usage())
 
     async def create(self, req: RequestT, handle: ModelHandle, ctx: RequestContext) -> Completed | Streaming:
-        try:
+        with refusal_recorded(self._recorder, ctx, handle, req):
             _check_stream_options(req)
             prepared = await self.prepare_off_loop(req, handle.engine)
-            plan = plan_generation(
-                req, handle, ctx, prepared.prompts, self.prompt_param, prepared.structured_output,
-                thinking=prepared.thinking, keep_special_tokens=prepared.keep_special_tokens,
-            )  # fmt: skip
-        except ServingError as exc:  # refused before the engine: still one record
-            record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, req.user, req.metadata)
-            self._recorder.emit(record)
-            raise
+            plan = prepared.plan(req, handle, ctx, self.prompt_param)
         run = start_run(handle, ctx, plan, self._recorder)
         new_parser = prepared.new_parser or (lambda: None)
         renderers = [ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, c, new_parser()) for c in plan.choices]
