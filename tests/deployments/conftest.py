@@ -70,6 +70,13 @@ class DeploymentServer:
     def live(self, name: str) -> Any:
         return self.control.manager.get(name)
 
+    def account_key(self, account_id: str) -> str:
+        """A new key of an admin user of `account_id` (created with the account if need be)."""
+        accounts, keys = self.platform.accounts, self.platform.keys
+        accounts.ensure_account(account_id)
+        accounts.ensure_user(account_id, "root")
+        return keys.create(account_id, "root").key
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -35,8 +35,5 @@ def test_replicas_report_running_waiting_and_kv_gauges(server: DeploymentServer)
     assert 0 < gauges["firebox:kv_cache_usage"] <= 1
     stream.close()
 
-    server.platform.accounts.ensure_account("rival")
-    server.platform.accounts.ensure_user("rival", "root")
-    rival = server.platform.keys.create("rival", "root").key
-    assert _gauges(server, rival) == {} and _gauges(server, None) == {}  # deployments are private
+    assert _gauges(server, server.account_key("rival")) == {} and _gauges(server, None) == {}  # deployments are private
     assert wait_until(lambda: _gauges(server, ADMIN_KEY)["firebox:num_requests_running"] == 0, timeout=10)

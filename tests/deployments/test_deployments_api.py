@@ -23,13 +23,6 @@ def _ready(fw, deployment_id: str, count: int = 1):
     return fw.deployments.get(deployment_id)
 
 
-def _account_key(server: DeploymentServer, account_id: str) -> str:
-    accounts, keys = server.platform.accounts, server.platform.keys
-    accounts.ensure_account(account_id)
-    accounts.ensure_user(account_id, "root")
-    return keys.create(account_id, "root").key
-
-
 def test_sdk_create_get_list_update_scale_delete_undelete(server: DeploymentServer) -> None:
     fw = server.fireworks()
     created = fw.deployments.create(base_model="smollm2-135m-instruct", deployment_id="d1", display_name="First",
@@ -89,7 +82,7 @@ def test_inference_addressed_by_deployment_name_and_model_hash_deployment(server
 
 
 def test_a_key_sees_and_uses_only_its_accounts_deployments(server: DeploymentServer) -> None:
-    acme_key, rival_key = _account_key(server, "acme"), _account_key(server, "rival")
+    acme_key, rival_key = server.account_key("acme"), server.account_key("rival")
     acme, rival = server.fireworks(acme_key, "acme"), server.fireworks(rival_key, "acme")
     created = acme.deployments.create(base_model="accounts/acme/models/tiny", deployment_id="mine",
                                       autoscaling_policy=FAST_POLICY)
@@ -142,10 +135,10 @@ def test_catalog_models_in_the_fireworks_model_shape(server: DeploymentServer) -
     assert [(r.deployment, r.default) for r in refs] == [("accounts/fireworks/deployments/ref", True)]
     assert [m.name for m in fw.models.list()] == [SMOL]
 
-    tiny_for_acme = server.fireworks(_account_key(server, "acme"), "acme").models.get("tiny")
+    tiny_for_acme = server.fireworks(server.account_key("acme"), "acme").models.get("tiny")
     assert tiny_for_acme.default_sampling_params == {"temperature": 0.5} and not tiny_for_acme.public
     assert tiny_for_acme.context_length == 512
-    outsider = server.fireworks(_account_key(server, "rival"), "acme")
+    outsider = server.fireworks(server.account_key("rival"), "acme")
     assert list(outsider.models.list()) == []
     with pytest.raises(fireworks.NotFoundError):
         outsider.models.get("tiny")

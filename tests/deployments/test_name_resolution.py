@@ -11,15 +11,8 @@ SMOL_ID = "smollm2-135m-instruct"
 SMOL = f"accounts/fireworks/models/{SMOL_ID}"
 
 
-def _account_key(server: DeploymentServer, account_id: str) -> str:
-    accounts, keys = server.platform.accounts, server.platform.keys
-    accounts.ensure_account(account_id)
-    accounts.ensure_user(account_id, "root")
-    return keys.create(account_id, "root").key
-
-
 def test_a_bare_model_name_goes_to_the_callers_own_deployment(server: DeploymentServer) -> None:
-    rival_key, acme_key = _account_key(server, "rival"), _account_key(server, "acme")
+    rival_key, acme_key = server.account_key("rival"), server.account_key("acme")
     server.fireworks(rival_key, "rival").deployments.create(base_model=SMOL, deployment_id="older")
     server.fireworks(acme_key, "acme").deployments.create(base_model=SMOL, deployment_id="mine")
     for name in ("accounts/rival/deployments/older", "accounts/acme/deployments/mine"):

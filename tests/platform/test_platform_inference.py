@@ -1,6 +1,7 @@
 """The platform behind real inference requests, wired as `firebox serve` wires it (the platform's
-authenticator, rate limiter and completion callbacks): private models per account, 429s with
-Retry-After and x-ratelimit-* headers, and the usage API and /metrics after a short load."""
+authenticator, rate limiter, usage as the app's ledger, metrics and limits as callbacks): private
+models per account, 429s with Retry-After and x-ratelimit-* headers, the usage API and /metrics
+after a short load, and requests refused before serving counted and recorded (issue 19, item 14)."""
 
 from __future__ import annotations
 
@@ -57,8 +58,9 @@ def served(platform: Platform) -> Iterator[Served]:
     routers = [control_plane_router(platform.accounts, platform.keys, platform.authenticator),
                usage_router(platform.usage_query, platform.accounts, platform.authenticator),
                metrics_router(platform.metrics)]  # fmt: skip
-    app = create_app(registry, platform.authenticator, platform.completion_callbacks(), extra_routers=routers,
-                     rate_limiter=platform.rate_limiter, response_store=platform.responses)  # fmt: skip
+    app = create_app(registry, platform.authenticator, platform.observers(), extra_routers=routers,
+                     rate_limiter=platform.rate_limiter, response_store=platform.responses,
+                     ledger=platform.usage)  # fmt: skip
     with serve_in_thread(app) as url:
         yield Served(url, platform)
 
@@ -183,3 +185,50 @@ def test_the_prefix_cache_is_not_shared_between_accounts(served: Served) -> None
     assert cached(served.key("acme")) > 0  # another key of the same account shares the account's cache
     assert cached(rival, extra_body={"prompt_cache_isolation_key": "a"}) == 0  # the key adds to the salt
     assert cached(rival, extra_body={"prompt_cache_isolation_key": "a"}) > 0
+
+
+CHAT = {"model": PUBLIC, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3}
+
+
+def _post(served: Served, key: str, body: object, path: str = "/v1/chat/completions") -> httpx.Response:
+    return httpx.post(f"{served.url}{path}", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+
+def _refusals(served: Served, status: int) -> float:
+    text = httpx.get(f"{served.url}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "firebox:http_requests_total" and sample.labels.get("status") == str(status)
+               and sample.labels.get("model_name") == "")  # fmt: skip
+
+
+def _usage_rows(served: Served) -> list[Any]:
+    from sqlalchemy import select
+
+    from firebox.platform.schema import UsageRow
+
+    served.platform.usage.flush()
+    with served.platform.database.session() as session:
+        return list(session.scalars(select(UsageRow)))
+
+
+def test_refusals_are_counted_and_recorded_where_the_key_is_known(served: Served) -> None:
+    key, limited = served.key("acme"), served.key("acme", requests_per_minute=1)
+    assert _post(served, "not-a-key", CHAT).status_code == 401
+    assert _post(served, key, {**CHAT, "model": "accounts/fireworks/models/nope"}).status_code == 404
+    assert _post(served, key, {**CHAT, "max_tokens": "three"}).status_code == 400
+    assert _post(served, key, {"model": PUBLIC, "prompt": 1}, "/inference/v1/completions").status_code == 400
+    assert _post(served, limited, CHAT).status_code == 200
+    assert _post(served, limited, CHAT).status_code == 429
+
+    assert [_refusals(served, status) for status in (401, 404, 400, 429)] == [1, 1, 2, 1]
+    refused = [row for row in _usage_rows(served) if row.status_code >= 400]  # the 401's key is unknown: not there
+    assert sorted((r.status_code, r.endpoint) for r in refused) == [
+        (400, "chat.completions"), (400, "completions"), (404, "chat.completions"), (429, "chat.completions")]
+    assert all(r.account_id == "acme" and r.key_id and r.completion_tokens == 0 for r in refused)
+
+
+def test_a_refusal_by_the_service_is_counted_once(served: Served) -> None:
+    refused = _post(served, served.key("acme"), {**CHAT, "stream_options": {"include_usage": True}})  # no stream
+    assert refused.status_code == 400
+    assert _refusals(served, 400) == 0  # the service recorded it, under its model
+    assert [(r.model, r.status_code) for r in _usage_rows(served)] == [(PUBLIC, 400)]
