@@ -91,8 +91,8 @@ class RayDeployment:
 
     def counts(self) -> ReplicaCounts:
         ready = sum(r.state == "RUNNING" for r in self.replicas)
-        return ReplicaCounts(self.desired, ready, sum(r.state in ("PENDING_ALLOCATION", "STARTING")
-                                                      for r in self.replicas))  # fmt: skip
+        starting = sum(r.state in ("STARTING", "UPDATING", "RECOVERING") for r in self.replicas)
+        return ReplicaCounts(self.desired, ready, starting)
 
     # --- control --------------------------------------------------------------------------------
 
@@ -159,11 +159,13 @@ class RayDeployment:
             self._dirty = False
             try:
                 if self.spec.max_replica_count == 0:  # switched off: Ray has no zero-replica ceiling
-                    self._handle = None
                     await self._backend.delete(self)
                 else:
                     handle = await self._backend.deploy(self, self.desired)
-                    self._handle = handle.options(stream=True)
+                    # One handle for good: its router keeps the replicas and the autoscaling config
+                    # between pushes, so a request at zero replicas tells Ray's autoscaler at once
+                    if self._handle is None:
+                        self._handle = handle.options(stream=True)
                     self._deployed.set()
             except Exception as exc:
                 logger.exception("deployment %s: Ray Serve refused it", self.name)
