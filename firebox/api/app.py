@@ -23,11 +23,11 @@ from firebox.config import ServerConfig
 from firebox.serving.auth import Authenticator, StaticKeyAuthenticator
 from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
-from firebox.serving.messages import MessagesService
+from firebox.serving.messages.service import MessagesService
 from firebox.serving.records import CompletionCallback, RequestRecorder, UsageLedger
 from firebox.serving.registry import ModelRegistry
-from firebox.serving.response_store_interface import InMemoryResponseStore, ResponseStore
-from firebox.serving.responses import ResponsesService
+from firebox.serving.responses.store import InMemoryResponseStore, ResponseStore
+from firebox.serving.responses.service import ResponsesService
 
 INFERENCE_PREFIXES = ("/v1", "/inference/v1")
 

@@ -24,7 +24,7 @@ from firebox.engine.types import EngineError, EngineUnavailableError, QueueFullE
 from firebox.protocol.common import ErrorDetail, ErrorResponse
 from firebox.protocol.messages import MessagesErrorResponse
 from firebox.serving.errors import RateLimitedError, ServingError, error_response, status_of
-from firebox.serving.run import CLIENT_CLOSED
+from firebox.serving.generation.run import CLIENT_CLOSED
 
 logger = logging.getLogger(__name__)
 

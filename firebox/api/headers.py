@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from firebox.serving.run import ServeMeta
+from firebox.serving.generation.run import ServeMeta
 
 REQUEST_ID = "x-request-id"
 SAMPLING_OPTIONS = "fireworks-sampling-options"

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from firebox.api.headers import serve_headers
 from firebox.api.sse import EventStreamResponse
 from firebox.protocol.common import ResponseModel
-from firebox.serving.service import Completed, Streaming
+from firebox.serving.generation.service import Completed, Streaming
 
 
 def json_response(body: ResponseModel, headers: dict[str, str] | None = None) -> Response:

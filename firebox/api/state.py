@@ -8,10 +8,10 @@ from typing import Any, Protocol
 from firebox.serving.auth import Authenticator
 from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
-from firebox.serving.messages import MessagesService
+from firebox.serving.messages.service import MessagesService
 from firebox.serving.records import RequestRecorder
 from firebox.serving.registry import ModelRegistry
-from firebox.serving.responses import ResponsesService
+from firebox.serving.responses.service import ResponsesService
 
 
 @dataclass

@@ -15,11 +15,11 @@ from firebox.protocol.chat import (
     ChoiceDelta,
     ResponseMessage,
 )
-from firebox.serving.output import ChoiceRenderer, Delta
+from firebox.serving.generation.output import ChoiceRenderer, Delta
 from firebox.serving.prompt import chat_prompt, message_dicts, truncation_budget
 from firebox.serving.reasoning import ThinkingMode, new_output_parser, resolve_thinking
-from firebox.serving.run import GenerationRun
-from firebox.serving.service import GenerationService, PreparedRequest
+from firebox.serving.generation.run import GenerationRun
+from firebox.serving.generation.service import GenerationService, PreparedRequest
 from firebox.serving.tools.calling import resolve_tool_calling
 from firebox.serving.tools.formats import format_for_template
 from firebox.serving.tools.prompting import prompt_messages

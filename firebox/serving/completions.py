@@ -7,11 +7,11 @@ from typing import Any
 
 from firebox.engine.types import EngineClient
 from firebox.protocol.completions import CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse
-from firebox.serving.output import ChoiceRenderer, Delta
+from firebox.serving.generation.output import ChoiceRenderer, Delta
 from firebox.serving.prompt import text_prompt, token_prompt, truncation_budget
 from firebox.serving.reasoning import resolve_thinking
-from firebox.serving.run import GenerationRun
-from firebox.serving.service import GenerationService, PreparedRequest
+from firebox.serving.generation.run import GenerationRun
+from firebox.serving.generation.service import GenerationService, PreparedRequest
 
 
 def split_prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:

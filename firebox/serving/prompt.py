@@ -17,7 +17,7 @@ from firebox.loader.tokenizer import Tokenizer
 from firebox.protocol.chat import ChatMessage
 from firebox.serving.chat_template import ChatTemplateError, render_chat_template
 from firebox.serving.errors import ContextLengthError, InvalidRequestError
-from firebox.serving.sampling import DEFAULT_MAX_TOKENS
+from firebox.serving.generation.sampling import DEFAULT_MAX_TOKENS
 from firebox.serving.turn_truncation import fewest_turns_dropped
 
 

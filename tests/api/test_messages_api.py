@@ -287,7 +287,7 @@ def test_thinking_disabled_and_earlier_thinking_blocks_pass(claude, server) -> N
 
 
 def test_block_stream_orders_thinking_text_and_calls() -> None:
-    from firebox.serving.messages_output import BlockStream
+    from firebox.serving.messages.output import BlockStream
     from firebox.serving.output_parsing import ParsedDelta, ToolCallDelta
 
     blocks = BlockStream()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from firebox.api.app import create_app
 from firebox.platform.schema import ResponseRow
 from firebox.platform.services import Platform
-from firebox.serving import response_chain
+from firebox.serving.responses import chain as response_chain
 from firebox.serving.registry import ModelRegistry
 from tests.conftest import serve_in_thread, wait_until
 from tests.fakes import FakeEngine

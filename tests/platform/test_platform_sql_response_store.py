@@ -17,7 +17,7 @@ from firebox.platform.errors import AlreadyExistsError
 from firebox.platform.schema import ResponseRow
 from firebox.platform.sql_response_store import ResponseTable, SqlResponseStore
 from firebox.platform.services import Platform
-from firebox.serving.response_store_interface import InMemoryResponseStore, conversation_items
+from firebox.serving.responses.store import InMemoryResponseStore, conversation_items
 
 ITEMS = [{"id": "msg_1", "type": "message", "role": "user", "status": "completed",
           "content": [{"type": "input_text", "text": "Hello"}]}]  # fmt: skip

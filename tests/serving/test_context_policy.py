@@ -16,7 +16,7 @@ from firebox.serving.prompt import (
     token_prompt,
     truncation_budget,
 )
-from firebox.serving.sampling import DEFAULT_MAX_TOKENS
+from firebox.serving.generation.sampling import DEFAULT_MAX_TOKENS
 from tests.fakes import chatml_tokenizer
 
 

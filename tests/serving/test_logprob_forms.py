@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from firebox.engine.types import TokenLogprob
-from firebox.serving.logprobs import LogprobFormatter, output_positions, prompt_positions
+from firebox.serving.generation.logprobs import LogprobFormatter, output_positions, prompt_positions
 from tests.fakes import chatml_tokenizer
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from firebox.protocol.chat import ChatCompletionRequest
 from firebox.serving.auth import Principal
-from firebox.serving.options import PRIORITY_TIER, resolve_options
+from firebox.serving.generation.options import PRIORITY_TIER, resolve_options
 from firebox.serving.records import RequestContext
 from tests.fakes import FakeEngine
 

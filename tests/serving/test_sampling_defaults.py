@@ -7,7 +7,7 @@ import pytest
 from firebox.engine.types import ModelInfo
 from firebox.protocol.chat import ChatCompletionRequest
 from firebox.serving.errors import InvalidRequestError
-from firebox.serving.sampling import (
+from firebox.serving.generation.sampling import (
     FIREBOX_DEFAULTS,
     LogprobMode,
     build_sampling,

@@ -18,7 +18,7 @@ from firebox.serving.completions import CompletionService
 from firebox.serving.errors import InvalidRequestError
 from firebox.serving.records import RequestContext, RequestRecorder
 from firebox.serving.registry import ModelRegistry
-from firebox.serving.service import Completed, Streaming
+from firebox.serving.generation.service import Completed, Streaming
 from tests.fakes import FakeEngine
 
 

@@ -15,7 +15,7 @@ from firebox.api.routes.responses import TypedEventStreamResponse
 from firebox.api.sse import cancel_on_disconnect
 from firebox.protocol.messages import MessagesPrompt, MessagesRequest
 from firebox.serving.records import RequestContext
-from firebox.serving.service import Streaming
+from firebox.serving.generation.service import Streaming
 
 router = APIRouter(tags=["inference"])
 

@@ -20,8 +20,8 @@ from firebox.protocol.responses import ResponseCreateRequest
 from firebox.serving.auth import Principal
 from firebox.serving.errors import InvalidRequestError
 from firebox.serving.records import RequestContext
-from firebox.serving.responses import ResponsesService
-from firebox.serving.service import Streaming
+from firebox.serving.responses.service import ResponsesService
+from firebox.serving.generation.service import Streaming
 
 router = APIRouter(tags=["inference"])
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from firebox.config import EngineConfig
 from firebox.engine.build import CoreBuilder
 from firebox.engine.types import EngineRequest, RequestOutput
-from firebox.serving.fanout import aclose_quietly
+from firebox.serving.generation.fanout import aclose_quietly
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Any
 from firebox.engine.types import EngineRequest, RequestOutput
 from firebox.serving.deployments.live import LiveDeployment
 from firebox.serving.deployments.replicas import Replica
-from firebox.serving.fanout import aclose_quietly
+from firebox.serving.generation.fanout import aclose_quietly
 
 
 class DeploymentRoute:

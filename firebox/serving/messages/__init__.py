@@ -1,0 +1,1 @@
+"""The Anthropic-compatible Messages API over the chat machinery."""

@@ -1,0 +1,1 @@
+"""The Responses API: request -> chat request, stored conversations, the response object and its stream events."""
