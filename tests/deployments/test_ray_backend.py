@@ -186,6 +186,13 @@ def _ready(server: DeploymentServer, name: str, count: int, timeout: float = 90)
     return live
 
 
+def _deploy(server: DeploymentServer, deployment_id: str, low: int, high: int, ready: int) -> Any:
+    """Create a deployment through the SDK; its `RayDeployment` once `ready` replicas run."""
+    server.fireworks().deployments.create(base_model=SMOL, deployment_id=deployment_id, min_replica_count=low,
+                                          max_replica_count=high, autoscaling_policy=POLICY)
+    return _ready(server, f"accounts/fireworks/deployments/{deployment_id}", ready)
+
+
 def _complete(server: DeploymentServer, name: str, prompt: str, **extra: Any) -> Any:
     return server.openai().completions.with_raw_response.create(model=name, prompt=prompt, max_tokens=3,
                                                                 extra_body=extra or None)  # fmt: skip
@@ -221,11 +228,8 @@ def test_two_replicas_on_ray_both_serve_and_affinity_keeps_a_key_on_one(server: 
 def test_scaled_to_zero_on_ray_a_request_wakes_it(server: DeploymentServer) -> None:
     name = "accounts/fireworks/deployments/sleepy"
     fw = server.fireworks()
-    fw.deployments.create(base_model=SMOL, deployment_id="sleepy", min_replica_count=0, max_replica_count=2,
-                          autoscaling_policy=POLICY)
-    _ready(server, name, 1)
+    live = _deploy(server, "sleepy", 0, 2, ready=1)
     fw.deployments.scale("sleepy", replica_count=0)
-    live = server.live(name)
     assert wait_until(lambda: not live.replicas and live.desired == 0, timeout=60), live.replicas
     assert fw.deployments.get("sleepy").replica_stats.ready_replica_count == 0
 
@@ -240,9 +244,7 @@ def test_scaled_to_zero_on_ray_a_request_wakes_it(server: DeploymentServer) -> N
 @needs_ray
 def test_a_client_that_goes_away_aborts_its_request_in_the_replica(server: DeploymentServer) -> None:
     name = "accounts/fireworks/deployments/quitter"
-    server.fireworks().deployments.create(base_model=SMOL, deployment_id="quitter", min_replica_count=1,
-                                          max_replica_count=1, autoscaling_policy=POLICY)
-    _ready(server, name, 1)
+    _deploy(server, "quitter", 1, 1, ready=1)
     raw = server.openai().completions.with_raw_response.create(
         model=name, prompt="a long story", stream=True, max_tokens=900, extra_body={"ignore_eos": True}
     )
@@ -260,10 +262,7 @@ def test_a_killed_replica_actor_fails_its_streams_with_503_and_ray_replaces_it(s
     import ray
 
     name = "accounts/fireworks/deployments/fragile"
-    fw = server.fireworks()
-    fw.deployments.create(base_model=SMOL, deployment_id="fragile", min_replica_count=2, max_replica_count=2,
-                          autoscaling_policy=POLICY)
-    live = _ready(server, name, 2)
+    live = _deploy(server, "fragile", 2, 2, ready=2)
     client = server.openai()
     stream = client.chat.completions.with_raw_response.create(
         model=name, messages=[{"role": "user", "content": "Hi"}], stream=True, max_tokens=900,
@@ -300,9 +299,7 @@ def test_a_killed_replica_actor_fails_its_streams_with_503_and_ray_replaces_it(s
 @needs_ray
 def test_deleting_a_deployment_deletes_its_ray_application(server: DeploymentServer) -> None:
     fw = server.fireworks()
-    fw.deployments.create(base_model=SMOL, deployment_id="brief", min_replica_count=1, max_replica_count=1,
-                          autoscaling_policy=POLICY)
-    _ready(server, "accounts/fireworks/deployments/brief", 1)
+    _deploy(server, "brief", 1, 1, ready=1)
     assert "firebox.fireworks.brief" in _ray_apps()
     fw.deployments.delete("brief")
     assert fw.deployments.get("brief").state == "DELETED"
