@@ -137,15 +137,26 @@ def ray_address() -> Iterator[str]:
     import ray
     from ray import serve
 
+    # Keep every Ray connection on the loopback: by default Ray binds its node to the machine's
+    # own network address, and this test talks to nothing but 127.0.0.1. Ray reads this switch
+    # (meant for single-machine clusters) when it picks the node's address.
+    from ray._private import ray_constants
+
+    loopback_only = pytest.MonkeyPatch()
+    loopback_only.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's own processes
+    loopback_only.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)  # this one: read at import
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False,
              namespace="firebox", runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})  # fmt: skip
     try:
-        yield ray.get_runtime_context().gcs_address
+        address = ray.get_runtime_context().gcs_address
+        assert address.startswith("127.0.0.1:"), address
+        yield address
     finally:
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
+            loopback_only.undo()
 
 
 @pytest.fixture(scope="module")
