@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, create_model, field_validator
 
 from firebox.protocol.chat import FunctionDefinition, NamedToolChoice
 from firebox.protocol.common import RequestModel, ResponseModel, omitted_if_none, reject_unpaired_surrogates
+from firebox.protocol.limits import PositiveCount
 from firebox.protocol.params import MAX_TOP_LOGPROBS, GenerationParams, JsonSchemaDocument, JsonSchemaFormat, ResponseFormat
 
 MAX_METADATA_PAIRS = 16
@@ -191,8 +192,8 @@ class ResponseCreateRequest(_ChatFields):  # type: ignore[misc,valid-type]
     previous_response_id: str | None = None
     store: bool | None = None  # None: true
     stream: bool | None = None
-    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    max_output_tokens: PositiveCount | None = None  # bounded like max_tokens (int32)
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     include: list[Includable] | None = None
     safety_identifier: Annotated[str, Field(max_length=128)] | None = None
     truncation: Literal["auto", "disabled"] | None = None
@@ -200,7 +201,7 @@ class ResponseCreateRequest(_ChatFields):  # type: ignore[misc,valid-type]
     tools: list[FunctionToolParam] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    max_tool_calls: Annotated[int, Field(ge=1)] | None = None  # the most function calls kept in the output
+    max_tool_calls: PositiveCount | None = None  # the most function calls kept in the output
 
     reasoning: ReasoningConfig | None = None
 

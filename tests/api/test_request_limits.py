@@ -84,3 +84,16 @@ def test_the_openapi_document_states_the_bounds(server) -> None:
     assert props["messages"]["maxItems"] == 10_000
     assert {"type": "integer", "minimum": 0, "maximum": 2**31 - 1} in props["max_tokens"]["anyOf"]
     assert {"type": "string", "maxLength": 256} in props["user"]["anyOf"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_output_tokens", 2**31), ("max_output_tokens", "5"), ("max_tool_calls", 2**31)])
+def test_responses_counts_are_bounded_like_max_tokens(server, field: str, value: object) -> None:
+    body = {"model": MODEL, "input": "Hello", "store": False, field: value}
+    error = _error(_post(server, "/v1/responses", body), 400)
+    assert error["param"] == field, error
+    assert not server.engine.submitted
+
+
+def test_the_largest_max_output_tokens_is_accepted(server) -> None:
+    body = {"model": MODEL, "input": "Hello", "store": False, "max_output_tokens": 2**31 - 1}
+    assert _post(server, "/v1/responses", body).status_code == 200
