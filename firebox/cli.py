@@ -201,6 +201,14 @@ def serve(
         str, typer.Option(help="How long stored responses (Responses API) are kept: a number with s, m, h or d "
                           "(a conversation's earlier turns stay while a later one is kept); 0: forever.")
     ] = "30d",
+    max_inflight_per_key: Annotated[
+        int, typer.Option(help="Choices (prompts x n) one API key may have running or waiting; more is a 429. "
+                          "0: unlimited.")
+    ] = ServerConfig.max_inflight_per_key,
+    max_inflight_per_account: Annotated[
+        int, typer.Option(help="Choices all keys of one account may have running or waiting together; more is a "
+                          "429. 0: unlimited.")
+    ] = ServerConfig.max_inflight_per_account,
 ) -> None:
     """Serve models over the Fireworks/OpenAI-compatible HTTP API."""
     if catalog_file is not None and model:
@@ -220,6 +228,7 @@ def serve(
             ray_address=ray_address or None, usage_fsync_s=None if usage_fsync_ms < 0 else usage_fsync_ms / 1000,
             deployments=DeploymentConfig(max_replicas=default_max_replicas() if max_replicas is None else max_replicas),
             responses_ttl_s=parse_duration_s(responses_ttl),
+            max_inflight_per_key=max_inflight_per_key, max_inflight_per_account=max_inflight_per_account,
             **({"data_dir": data_dir} if data_dir is not None else {}),
         )  # fmt: skip
         config = build_server_config(apply_revision(model or [DEFAULT_MODEL_SOURCE], revision), engine, server)

@@ -349,7 +349,16 @@ class ServerConfig:
     """How long stored responses of the Responses API are kept (30 days, as OpenAI keeps them);
     a conversation's earlier turns stay while a later one is kept. `None`: forever."""
 
+    max_inflight_per_key: int = 256
+    """Choices (prompts x n) one API key may have running or waiting; more is a 429 naming the
+    limit. 0: unlimited."""
+
+    max_inflight_per_account: int = 1024
+    """Choices all the keys of one account may have running or waiting together. 0: unlimited."""
+
     def __post_init__(self) -> None:
+        if self.max_inflight_per_key < 0 or self.max_inflight_per_account < 0:
+            raise ValueError("in-flight limits must be >= 0 (0: unlimited)")
         if self.max_request_bytes < 1:
             raise ValueError("max_request_bytes must be positive")
         if self.responses_ttl_s is not None and self.responses_ttl_s <= 0:

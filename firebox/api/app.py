@@ -23,6 +23,7 @@ from firebox.config import ServerConfig
 from firebox.serving.auth import Authenticator, StaticKeyAuthenticator
 from firebox.serving.chat import ChatService
 from firebox.serving.completions import CompletionService
+from firebox.serving.inflight import InflightLimiter
 from firebox.serving.messages.service import MessagesService
 from firebox.serving.records import CompletionCallback, RequestRecorder, UsageLedger
 from firebox.serving.registry import ModelRegistry
@@ -77,16 +78,18 @@ def create_app(
     if authenticator is None:
         authenticator = StaticKeyAuthenticator(config.api_keys if config else ())
     recorder = RequestRecorder(callbacks, ledger)
+    limits = config or ServerConfig()
+    inflight = InflightLimiter(limits.max_inflight_per_key, limits.max_inflight_per_account)
     app = FastAPI(title="firebox", version="0.1.0")
     app.state.firebox = AppState(
         registry=registry,
         authenticator=authenticator,
-        chat=ChatService(recorder),
-        completions=CompletionService(recorder),
+        chat=ChatService(recorder, inflight),
+        completions=CompletionService(recorder, inflight),
         lifecycle=lifecycle or Lifecycle(),
         rate_limiter=rate_limiter,
-        responses=ResponsesService(recorder, response_store or InMemoryResponseStore()),
-        messages=MessagesService(recorder),
+        responses=ResponsesService(recorder, response_store or InMemoryResponseStore(), inflight),
+        messages=MessagesService(recorder, inflight),
         recorder=recorder,
     )
     for prefix in INFERENCE_PREFIXES:

@@ -10,11 +10,12 @@ from firebox.engine.types import EngineRequest, SamplingParams, StructuredOutput
 from firebox.loader.tokenizer import Tokenizer
 from firebox.protocol.params import GenerationParams
 from firebox.serving.generation.choice import ChoiceState
-from firebox.serving.errors import InvalidRequestError
+from firebox.serving.errors import InvalidRequestError, RateLimitedError
 from firebox.serving.generation.options import GenerationOptions, resolve_options
 from firebox.serving.prompt import PreparedPrompt, check_prompt_fits, fit_max_tokens
 from firebox.serving.reasoning import ThinkingMode
-from firebox.serving.records import RequestContext, RequestRecorder
+from firebox.serving.inflight import InflightLimiter
+from firebox.serving.records import RequestContext, RequestRecorder, refusal_record
 from firebox.serving.registry import ModelHandle
 from firebox.serving.generation.run import GenerationRun, RunInfo
 from firebox.serving.generation.sampling import LogprobMode, for_choice, sampling_options
@@ -90,10 +91,21 @@ def _engine_request(
     )
 
 
-def start_run(handle: ModelHandle, ctx: RequestContext, plan: Plan, recorder: RequestRecorder) -> GenerationRun:
+def start_run(
+    handle: ModelHandle, ctx: RequestContext, plan: Plan, recorder: RequestRecorder, inflight: InflightLimiter | None = None
+) -> GenerationRun:
+    """The run of `plan`, its choices counted against the caller's in-flight limits (a 429 over them)."""
     options = plan.options
+    lease = None
+    if inflight is not None:
+        try:
+            lease = inflight.acquire(ctx.principal, len(plan.requests))
+        except RateLimitedError as exc:
+            record = refusal_record(ctx, handle.model.name, handle.deployment, exc.status_code, options.user, options.metadata)
+            recorder.emit(record)
+            raise
     info = RunInfo(
         handle, ctx, time.monotonic(), plan.sampling_options, options.user, options.metadata,
         num_prediction_tokens=len(options.prediction_token_ids),
     )  # fmt: skip
-    return GenerationRun(info, plan.requests, plan.choices, recorder)
+    return GenerationRun(info, plan.requests, plan.choices, recorder, lease)

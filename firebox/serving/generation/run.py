@@ -20,6 +20,7 @@ from firebox.request_record import RequestRecord
 from firebox.serving.generation.choice import ChoiceState
 from firebox.serving.errors import InvalidRequestError, status_of
 from firebox.serving.generation.fanout import aclose_quietly, merge_streams
+from firebox.serving.inflight import InflightLease
 from firebox.serving.generation.metrics import perf_metrics, prompt_token_counts, usage
 from firebox.serving.records import RequestContext, RequestRecorder
 from firebox.serving.registry import ModelHandle
@@ -50,12 +51,19 @@ class RunInfo:
 
 class GenerationRun:
     def __init__(
-        self, info: RunInfo, requests: Sequence[EngineRequest], choices: list[ChoiceState], recorder: RequestRecorder
-    ) -> None:
+        self, info: RunInfo, requests: Sequence[EngineRequest], choices: list[ChoiceState], recorder: RequestRecorder,
+        lease: InflightLease | None = None,
+    ) -> None:  # fmt: skip
         self.info = info
         self.choices = choices
         self._recorder = recorder
-        recorder.begin(self._record(CRASHED, aborted=True))  # the request as it stands if the server dies now
+        self._lease = lease  # the caller's in-flight share, given back at close()
+        try:
+            recorder.begin(self._record(CRASHED, aborted=True))  # the request as it stands if the server dies now
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
         self._stream = merge_streams(info.handle.engine, requests)
         self._buffered: list[tuple[int, RequestOutput]] = []
         self._closed = False
@@ -115,6 +123,8 @@ class GenerationRun:
         try:
             await aclose_quietly(self._stream)
         finally:
+            if self._lease is not None:
+                self._lease.release()
             self._recorder.emit(self._record(status_code, aborted), must_bill=must_bill)
 
     async def close_after(self, exc: BaseException, streaming: bool = False) -> None:

@@ -21,6 +21,7 @@ from firebox.protocol.common import ResponseModel
 from firebox.protocol.params import GenerationParams
 from firebox.serving.errors import InvalidRequestError, ServingError, error_response
 from firebox.serving.generation.output import ChoiceRenderer, Delta, deltas
+from firebox.serving.inflight import InflightLimiter
 from firebox.serving.output_parsing import OutputParser
 from firebox.serving.generation.plan import Plan, plan_generation, start_run
 from firebox.serving.prompt import PreparedPrompt
@@ -83,8 +84,9 @@ class GenerationService(ABC, Generic[RequestT]):
     endpoint: str  # the record's endpoint name
     prompt_param: str  # the field an over-long prompt is blamed on
 
-    def __init__(self, recorder: RequestRecorder) -> None:
+    def __init__(self, recorder: RequestRecorder, inflight: InflightLimiter | None = None) -> None:
         self._recorder = recorder
+        self._inflight = inflight  # per-key and per-account limits on choices in flight
         self._prompt_workers = ThreadPoolExecutor(NUM_PROMPT_WORKERS, thread_name_prefix="firebox-prompts")
 
     @abstractmethod
@@ -131,7 +133,7 @@ class GenerationService(ABC, Generic[RequestT]):
             _check_stream_options(req)
             prepared = await self.prepare_off_loop(req, handle.engine)
             plan = prepared.plan(req, handle, ctx, self.prompt_param)
-        run = start_run(handle, ctx, plan, self._recorder)
+        run = start_run(handle, ctx, plan, self._recorder, self._inflight)
         new_parser = prepared.new_parser or (lambda: None)
         renderers = [ChoiceRenderer(handle.engine.tokenizer, plan.logprobs, c, new_parser()) for c in plan.choices]
         if req.stream:

@@ -26,6 +26,7 @@ from firebox.serving.errors import ServingError
 from firebox.serving.messages.output import message_body, message_events
 from firebox.serving.messages.request import chat_request
 from firebox.serving.generation.output import ChoiceRenderer
+from firebox.serving.inflight import InflightLimiter
 from firebox.serving.records import RequestContext, RequestRecorder, refusal_record
 from firebox.serving.registry import ModelHandle
 from firebox.serving.generation.run import GenerationRun
@@ -50,9 +51,9 @@ class _MessagesOverChat(ChatService):
 class MessagesService:
     endpoint = "messages"
 
-    def __init__(self, recorder: RequestRecorder) -> None:
+    def __init__(self, recorder: RequestRecorder, inflight: InflightLimiter | None = None) -> None:
         self._recorder = recorder
-        self._chat = _MessagesOverChat(recorder)
+        self._chat = _MessagesOverChat(recorder, inflight)
 
     async def create(self, req: MessagesRequest, handle: ModelHandle, ctx: RequestContext) -> Completed | Streaming:
         try:

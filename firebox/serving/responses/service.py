@@ -20,6 +20,7 @@ from firebox.serving.chat import ChatService
 from firebox.serving.errors import ContextLengthError, InvalidRequestError, ServingError
 from firebox.serving.generation.output import ChoiceRenderer
 from firebox.serving.generation.plan import Plan, start_run
+from firebox.serving.inflight import InflightLimiter
 from firebox.serving.prompt import PreparedPrompt
 from firebox.serving.records import RequestContext, RequestRecorder
 from firebox.serving.registry import ModelHandle
@@ -56,9 +57,10 @@ def check_input_fits(prompt: PreparedPrompt, max_model_len: int) -> None:
 class ResponsesService:
     endpoint = "responses"
 
-    def __init__(self, recorder: RequestRecorder, store: ResponseStore) -> None:
+    def __init__(self, recorder: RequestRecorder, store: ResponseStore, inflight: InflightLimiter | None = None) -> None:
         self._recorder = recorder
         self._store = store
+        self._inflight = inflight
         self._chat = ChatService(recorder)  # prepares the chat request of each responses request
 
     async def create(
@@ -70,7 +72,7 @@ class ResponsesService:
             prepared = await self._chat.prepare_off_loop(chat, handle.engine)
             check_input_fits(prepared.prompts[0], handle.engine.model_info.max_model_len)
             plan = prepared.plan(chat, handle, ctx, "input")
-        run = start_run(handle, ctx, plan, self._recorder)
+        run = start_run(handle, ctx, plan, self._recorder, self._inflight)
         stored = self._stored_run(req, handle, ctx, plan, run, items, prepared)
         if req.stream:
             await start_stream(run)
