@@ -74,7 +74,9 @@ class ToolFormat(ABC):
         def tag(text: str) -> str:
             return f"<[{special[text]}]>" if text in special else json.dumps(text)
 
-        body = self.calls_grammar(calling.callable_tools, calling.parallel, tag)
+        # a named function is one call of it (as OpenAI answers a named tool_choice), whatever parallel says
+        parallel = calling.parallel and calling.mode is not ChoiceMode.NAMED
+        body = self.calls_grammar(calling.callable_tools, parallel, tag)
         if self.opens_output:
             lark = _opening_grammar(body, calling.mode, self.open_tag)
         elif calling.mode is not ChoiceMode.AUTO:
