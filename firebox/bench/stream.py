@@ -13,7 +13,7 @@ carries several tokens is one gap.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ class RequestSettings:
     api_key: str | None = None
     temperature: float = 0.0
     ignore_eos: bool = True
+    extra_body: Mapping[str, Any] | None = None  # more request fields, e.g. response_format
 
 
 @dataclass(slots=True)
@@ -72,6 +73,8 @@ def build_payload(settings: RequestSettings, request: BenchRequest) -> dict[str,
     }
     if settings.ignore_eos:
         payload["ignore_eos"] = True
+    if settings.extra_body:
+        payload.update(settings.extra_body)
     if settings.endpoint == "chat":
         payload["messages"] = list(request.messages or ({"role": "user", "content": request.prompt},))
     elif request.messages is not None:
