@@ -117,15 +117,16 @@ def test_dashboard_renders_usage_and_streams_chat(live, tmp_path: Path) -> None:
         assert blue > 500, "the prompt-token bars are not drawn"
         assert non_white > 2000
 
-        page.wait_for_function("document.querySelectorAll('#model option').length === 2")
+        # locator waits, not wait_for_function: the dashboard's CSP forbids evaluating strings
+        playwright_sync.expect(page.locator("#model option")).to_have_count(2)
         page.select_option("#model", MODELS[1])
         page.fill("#prompt", "Say hello")
         page.click("#send")
-        page.wait_for_function(
-            "document.querySelector('.message.assistant')?.textContent === 'Hello from the fake model!'",
-            timeout=15_000)
+        playwright_sync.expect(page.locator(".message.assistant")).to_have_text(
+            "Hello from the fake model!", timeout=15_000
+        )
         assert page.locator(".message.user").inner_text() == "Say hello"
-        page.wait_for_function("!document.querySelector('#send').disabled", timeout=15_000)  # the stream ended
+        playwright_sync.expect(page.locator("#send")).to_be_enabled(timeout=15_000)  # the stream ended
         assert page.locator("#stop").is_disabled()
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         assert page.evaluate("sessionStorage.getItem('firebox.apiKey')") == key
