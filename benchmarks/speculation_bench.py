@@ -32,7 +32,7 @@ import typer
 from firebox.config import DEFAULT_MODEL_NAME
 
 REPO = Path(__file__).resolve().parents[1]
-TRIALS = 3
+TRIALS = 2
 
 
 def code_file() -> str:
@@ -137,8 +137,8 @@ async def code_edit(url: str) -> dict[str, Any]:
     plain, predicted = [], []
     async with httpx.AsyncClient(base_url=url, timeout=600) as http:
         for _ in range(TRIALS):  # interleaved, so drift hits both arms alike
-            plain.append(await stream_chat(http, ask, 400))
-            predicted.append(await stream_chat(http, ask, 400, prediction={"type": "content", "content": code}))
+            plain.append(await stream_chat(http, ask, 300))
+            predicted.append(await stream_chat(http, ask, 300, prediction={"type": "content", "content": code}))
     return {"plain": summary(plain), "prediction": summary(predicted)}
 
 
@@ -152,7 +152,7 @@ async def concurrent(url: str, num_streams: int = 32) -> dict[str, float]:
     prompts = [[{"role": "user", "content": f"Tell me fact number {i} about the sea."}] for i in range(num_streams)]
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=64)) as http:
         started = time.perf_counter()
-        measures = await asyncio.gather(*(stream_chat(http, p, 96) for p in prompts))
+        measures = await asyncio.gather(*(stream_chat(http, p, 64) for p in prompts))
         elapsed = time.perf_counter() - started
     return {"output_tps": sum(m.completion_tokens for m in measures) / elapsed}
 
@@ -164,13 +164,18 @@ def main(
     out: Annotated[Path | None, typer.Option(help="Write the results here as JSON.")] = None,
 ) -> None:
     results: dict[str, Any] = {"threads": threads, "model": model, "cpu": _cpu(), "loadavg_before": os.getloadavg()}
+
+    def record(name: str, value: Any) -> None:  # each phase as it ends: a long run still leaves figures
+        results[name] = value
+        print(name, json.dumps(value), flush=True)
+
     with server(port, threads, model) as url:
-        results["code_edit"] = asyncio.run(code_edit(url))
-        results["summarise_off"] = asyncio.run(summarise(url))
-        results["concurrent_off"] = asyncio.run(concurrent(url))
+        record("code_edit", asyncio.run(code_edit(url)))
+        record("summarise_off", asyncio.run(summarise(url)))
+        record("concurrent_off", asyncio.run(concurrent(url)))
     with server(port, threads, model, "--speculative", "ngram") as url:
-        results["summarise_ngram"] = asyncio.run(summarise(url))
-        results["concurrent_ngram"] = asyncio.run(concurrent(url))
+        record("summarise_ngram", asyncio.run(summarise(url)))
+        record("concurrent_ngram", asyncio.run(concurrent(url)))
     results["loadavg_after"] = os.getloadavg()
     results["ratios"] = {
         "code_edit_prediction_decode": _ratio(results["code_edit"]["prediction"], results["code_edit"]["plain"], "decode_tps"),
