@@ -99,6 +99,10 @@ class ToolCallParser:
         out = ParsedDelta()
         if self._in_call and self._fmt.close_tag is None:
             self._take_block(self._buffer, out)
+        elif self._in_call and self._fmt.close_tag in self._buffer:  # closed, yet never a call: text
+            end = self._buffer.rfind(self._fmt.close_tag)
+            self._take_block(self._buffer[:end], out)
+            self._emit_text(self._buffer[end + len(self._fmt.close_tag) :], out, final=True)
         elif not self._in_call:
             self._emit_text(self._buffer, out, final=True)
         # else: a call cut off by max_tokens; finish_reason "length" says so, raw_output keeps it
@@ -121,12 +125,26 @@ class ToolCallParser:
             self._buffer = self._buffer[start + len(fmt.open_tag) :]
             self._in_call = True
             return True
-        if fmt.close_tag is None or (end := self._buffer.find(fmt.close_tag)) < 0:
+        if fmt.close_tag is None or (end := self._parsable_end(fmt.close_tag)) is None:
             return False
         self._take_block(self._buffer[:end], out)
         self._buffer = self._buffer[end + len(fmt.close_tag) :]
         self._in_call = False
         return True
+
+    def _parsable_end(self, close_tag: str) -> int | None:
+        """Where the block ends: the first close tag after which it parses. The first close tag
+        is not always the end: a call's string argument may hold the tag's text (the grammar
+        allows any string), and the block goes on after it."""
+        start = 0
+        while (end := self._buffer.find(close_tag, start)) >= 0:
+            try:
+                self._fmt.parse_block(self._buffer[:end].strip())
+            except (ValueError, TypeError):
+                start = end + 1
+            else:
+                return end
+        return None
 
     def _step_opening(self, out: ParsedDelta) -> bool:
         """Calls with no tag are the whole output: its first characters decide, held back till then."""

@@ -8,7 +8,7 @@ import asyncio
 import threading
 
 import pytest
-from engine_fakes import make_core, make_engine_request
+from engine_fakes import context_hash_token, make_core, make_engine_request
 
 from firebox.engine.launch import run_on_thread
 from firebox.engine.supervisor import RestartPolicy, SupervisedEngine
@@ -28,12 +28,19 @@ class Engines:
         self.fail = False
         self.gate = threading.Event()
         self.gate.set()
+        self.flowing = threading.Event()  # cleared: tokens after a request's first wait for it
+        self.flowing.set()
+
+    def _next_token(self, sched, context) -> int:
+        if sched.seed_offset > 0:
+            self.flowing.wait(10)
+        return context_hash_token(sched, context)
 
     def __call__(self):
         self.gate.wait(10)
         if self.fail:
             raise RuntimeError("the model did not load")
-        core, _ = make_core(self.tokenizer)
+        core, _ = make_core(self.tokenizer, next_token=self._next_token)
         engine = run_on_thread(core, MODEL_INFO, self.tokenizer)
         self.built.append(engine)
         return engine
@@ -68,11 +75,13 @@ def test_a_failed_engine_is_restarted_and_serves_again(engines):
 def test_in_flight_streams_end_with_an_error_that_names_no_process(engines):
     supervised = SupervisedEngine(engines(), engines, FAST)
     engines.gate.clear()  # the restart waits, so the stream sees the engine down
+    engines.flowing.clear()  # the request cannot finish (or outrun its reader) before the kill
 
     async def main():
         stream = supervised.generate(make_engine_request("long", [5, 6], max_tokens=100_000, ignore_eos=True))
         await anext(stream)
         kill(supervised)
+        engines.flowing.set()
         with pytest.raises(EngineDeadError) as caught:
             async for _ in stream:
                 pass

@@ -192,3 +192,22 @@ def test_reasoning_streams_before_the_thinking_ends() -> None:
     assert parser.feed("Step two.</think>\n\n").reasoning == " Step two."
     assert parser.reasoning_state is ReasoningState.DONE
     assert parser.feed("Answer").content == "Answer"
+
+
+def test_a_close_tag_inside_a_call_argument_does_not_end_the_call() -> None:
+    from firebox.serving.output_parsing import ToolCallParser
+    from firebox.serving.tools.formats import tool_format
+
+    text = 'Sure.<tool_call>[{"name": "note", "arguments": {"text": "a </tool_call> b"}}]</tool_call>'
+    for pieces in ([text], list(text)):  # whole, and one character at a time
+        parser = ToolCallParser(tool_format("json_list"))
+        content, calls = "", []
+        for piece in pieces:
+            delta = parser.feed(piece)
+            content += delta.content
+            calls += delta.tool_calls
+        final = parser.finish()
+        content += final.content
+        calls += final.tool_calls
+        assert content == "Sure."
+        assert [(c.name, c.arguments) for c in calls] == [("note", '{"text": "a </tool_call> b"}')]
