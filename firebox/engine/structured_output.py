@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import llguidance
-import numpy as np
 from llguidance.gbnf_to_lark import any_to_lark
 from llguidance.numpy import (
     allocate_token_bitmask,
@@ -120,9 +119,6 @@ class GrammarCompiler:
         futures = [g.future for g in grammars]
         concurrent.futures.wait(futures, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
     def _validated(self, spec: StructuredOutputSpec) -> str | GrammarError:
         try:
             grammar = to_llguidance(spec)
@@ -180,8 +176,3 @@ class RequestGrammar:
     def cancel(self) -> None:
         self.future.cancel()
 
-
-def unpack_bitmask_row(bitmask: np.ndarray, row: int, vocab_size: int) -> np.ndarray:  # [vocab] bool
-    """A row's allowed tokens as booleans (tests and debugging; the runner unpacks in torch)."""
-    bits = np.unpackbits(bitmask[row].view(np.uint8), bitorder="little")
-    return bits[:vocab_size].astype(bool)

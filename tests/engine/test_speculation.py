@@ -163,7 +163,7 @@ def test_the_draft_budget_grows_with_acceptance_and_shrinks_without() -> None:
 
 
 def test_constrained_speculation_checks_the_grammar_at_every_drafted_position(tokenizer) -> None:
-    from firebox.engine.structured_output import unpack_bitmask_row
+    from tests.engine.test_structured_output import allowed_tokens
     from firebox.engine.types import GrammarSyntax, StructuredOutputSpec
 
     spec = StructuredOutputSpec(GrammarSyntax.LARK, 'start: "hello " ("world" | "fox") " and " ("world" | "fox")')
@@ -175,8 +175,8 @@ def test_constrained_speculation_checks_the_grammar_at_every_drafted_position(to
             mask = executor.batches[-1].token_bitmask
             j = sched.seed_offset - len(sched.output_token_ids)  # which drafted position this is
             row = mask.request_ids.index(sched.request_id) + j
-            allowed = unpack_bitmask_row(mask.bitmask, row, tokenizer.vocab_size)
-            return int(allowed.nonzero()[0][-1])
+            allowed = allowed_tokens(mask, row, tokenizer.vocab_size)
+            return int(allowed.nonzero().flatten()[-1])
 
         executor.next_token = highest_allowed
         tokens, _, last = _run(core, [make_engine_request("r", PROMPT, max_tokens=30, structured_output=spec, prediction_token_ids=prediction)])

@@ -7,8 +7,10 @@ import json
 from concurrent.futures import Future
 
 import pytest
+import torch
 
-from firebox.engine.structured_output import GrammarCompiler, RequestGrammar, unpack_bitmask_row
+from firebox.engine.runner.grammar_mask import unpack_bitmask
+from firebox.engine.structured_output import GrammarCompiler, RequestGrammar
 from firebox.engine.types import FinishReason, GrammarSyntax, ScheduledRequest, StructuredOutputSpec
 from tests.engine.engine_fakes import EOS, FakeExecutor, context_hash_token, make_core, make_engine_request
 
@@ -19,6 +21,10 @@ OBJECT = StructuredOutputSpec(
 )
 
 
+def allowed_tokens(mask, row: int, vocab_size: int):  # [vocab] bool: what the runner's mask lets through
+    return unpack_bitmask(torch.from_numpy(mask.bitmask[row : row + 1]), vocab_size)[0]
+
+
 def _prefer_the_last_allowed_token(executor: FakeExecutor, vocab_size: int):
     """A model that wants token `vocab_size - 1` (never allowed by these grammars) and otherwise
     takes the highest token id the bitmask allows: only the mask keeps its output valid."""
@@ -27,8 +33,8 @@ def _prefer_the_last_allowed_token(executor: FakeExecutor, vocab_size: int):
         mask = executor.batches[-1].token_bitmask
         if mask is None or sched.request_id not in mask.request_ids:
             return context_hash_token(sched, context)
-        allowed = unpack_bitmask_row(mask.bitmask, mask.request_ids.index(sched.request_id), vocab_size)
-        return int(allowed.nonzero()[0][-1])
+        allowed = allowed_tokens(mask, mask.request_ids.index(sched.request_id), vocab_size)
+        return int(allowed.nonzero().flatten()[-1])
 
     return next_token
 
