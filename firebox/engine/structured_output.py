@@ -25,6 +25,7 @@ import llguidance
 from llguidance.gbnf_to_lark import any_to_lark
 from llguidance.numpy import (
     allocate_token_bitmask,
+    fill_next_token_bitmask,
     fill_next_token_bitmask_par,
     fill_next_token_bitmask_par_with_draft_tokens,
 )
@@ -108,7 +109,10 @@ class GrammarCompiler:
         for request_id, grammar, drafts in grammars:
             (drafted if drafts else plain).append((grammar.matcher, len(request_ids), list(drafts)))
             request_ids.extend([request_id] * (1 + len(drafts)))
-        if plain:
+        if len(plain) == 1:  # one row: the executor's hand-off would cost more than the mask
+            matcher, row, _ = plain[0]
+            fill_next_token_bitmask(matcher, bitmask, row)
+        elif plain:
             fill_next_token_bitmask_par(self._mask_executor, [(m, row) for m, row, _ in plain], bitmask)
         if drafted:
             fill_next_token_bitmask_par_with_draft_tokens(self._mask_executor, drafted, bitmask)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from firebox.engine.runner.grammar_mask import unpack_bitmask
+from firebox.engine.runner.grammar_mask import AllowedTokens, mask_with_torch_, unpack_bitmask
 from firebox.engine.runner.sampler import Sampler
 from firebox.engine.runner.sampling_batch import build_sampling_batch
 from firebox.engine.types import SamplingParams, ScheduledRequest, TokenBitmask
+from firebox.kernels import load_native
 from tests.runner.helpers import CPU, EOS_IDS, make_request
 
 VOCAB = 100
@@ -92,3 +93,22 @@ def test_unpack_matches_the_bit_layout_and_masks_tokens_past_it() -> None:
     assert unpacked.shape == (1, 70)
     assert unpacked[0].nonzero().flatten().tolist() == [0, 3, 31, 32, 63]
 
+
+
+@pytest.mark.parametrize("vocab", [100, 49_157])  # a vocabulary padded past the bitmask's width, and a real size
+def test_the_native_mask_matches_the_torch_mask(vocab: int) -> None:
+    if not load_native():
+        pytest.skip("no native kernels on this machine")
+    generator = np.random.default_rng(0)
+    words = (vocab - 5 + 31) // 32  # the tokenizer's vocabulary is a few tokens short of the model's
+    bitmask = generator.integers(-(2**31), 2**31, size=(3, words), dtype=np.int64).astype(np.int32)
+    bitmask[1, : words // 2] = 0  # whole words disallowed, as most of a grammar's mask is
+    bitmask[2, words // 2 :] = -1  # and whole words allowed
+    for row_ids, num_rows in (([0, 2, 3], 4), ([0, 1, 2], 3)):  # a free row 1; every row constrained
+        allowed = AllowedTokens(torch.tensor(row_ids), torch.from_numpy(bitmask), covers_all_rows=num_rows == 3)
+        logits = torch.randn(num_rows, vocab)
+        native = allowed.mask_(logits.clone())
+        assert torch.equal(native, mask_with_torch_(logits.clone(), allowed))
+        assert torch.isinf(native[row_ids]).all(-1).logical_not().any()  # something is allowed
+        if num_rows == 4:
+            assert torch.equal(native[1], logits[1])

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from firebox.engine.types import TokenBitmask
+from firebox.kernels import has_native_op
 
 _BITS = 32
 # byte value -> its 8 bits, least significant first: unpacking is one gather of 1-byte entries
@@ -29,12 +30,20 @@ class AllowedTokens:
 
     def mask_(self, logits: Tensor) -> Tensor:  # [n, vocab], edited in place and returned
         """Set every disallowed token of the constrained rows to -inf."""
-        disallowed = ~unpack_bitmask(self.bitmask, logits.shape[1])
-        if self.covers_all_rows:  # every row constrained: no copy of the rows out and back
-            return logits.masked_fill_(disallowed, float("-inf"))
-        rows = logits.index_select(0, self.row_ids)
-        rows.masked_fill_(disallowed, float("-inf"))
-        return logits.index_copy_(0, self.row_ids, rows)
+        if logits.device.type == "cpu" and has_native_op("mask_disallowed_"):
+            torch.ops.firebox.mask_disallowed_(logits, self.row_ids, self.bitmask)
+            return logits
+        return mask_with_torch_(logits, self)
+
+
+def mask_with_torch_(logits: Tensor, allowed: AllowedTokens) -> Tensor:
+    """`AllowedTokens.mask_` in torch ops, for devices and builds without the native kernel."""
+    disallowed = ~unpack_bitmask(allowed.bitmask, logits.shape[1])
+    if allowed.covers_all_rows:  # every row constrained: no copy of the rows out and back
+        return logits.masked_fill_(disallowed, float("-inf"))
+    rows = logits.index_select(0, allowed.row_ids)
+    rows.masked_fill_(disallowed, float("-inf"))
+    return logits.index_copy_(0, allowed.row_ids, rows)
 
 
 def build_allowed_tokens(
