@@ -94,13 +94,14 @@ def inference_context(endpoint: str) -> Callable[[Request], Awaitable[RequestCon
 
 
 def check_rate_limit(request: Request, principal: Principal) -> None:
-    """429 when the key is over its limits; otherwise its x-ratelimit-* headers ride on the answer."""
+    """429 when the key or its account is over its limits (the message names which); otherwise the
+    x-ratelimit-* headers ride on the answer."""
     limiter = app_state(request).rate_limiter
     if limiter is None:
         return
     decision = limiter.check(principal)
     if not decision.allowed:
-        raise RateLimitedError("rate limit exceeded for this API key; retry later", dict(decision.headers))
+        raise RateLimitedError(decision.message, dict(decision.headers))
     request.state.extra_headers = dict(decision.headers)
 
 

@@ -22,10 +22,11 @@ class Lifecycle:
 
 
 class RateLimiter(Protocol):
-    """Per-key request/token limits (the platform's `RateLimiter`)."""
+    """Request/token limits per key and per account (the platform's `RateLimiter`)."""
 
     def check(self, principal: Any) -> Any:
-        """A decision with `allowed`, `retry_after` (seconds) and `headers` (x-ratelimit-*)."""
+        """A decision with `allowed`, `retry_after` (seconds), `headers` (x-ratelimit-*) and
+        `message` (why it was refused: the key's limit or the account's)."""
         ...
 
 

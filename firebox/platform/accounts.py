@@ -1,4 +1,4 @@
-"""Accounts and their users: create, get, list, update."""
+"""Accounts and their users: create, get, list, update; an account's rate limits."""
 
 from __future__ import annotations
 
@@ -27,6 +27,18 @@ def validate_resource_id(kind: str, value: str) -> str:
     return value
 
 
+MAX_RATE_LIMIT = 2**31 - 1  # the columns are 32-bit integers on PostgreSQL
+
+
+def validate_rate_limit(name: str, value: int | None) -> int | None:
+    """A requests- or tokens-per-minute limit: a positive integer, or `None` for no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT:
+        raise InvalidArgumentError(f"{name} must be an integer from 1 to {MAX_RATE_LIMIT} (unset: no limit)")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     account_id: str
@@ -34,6 +46,9 @@ class Account:
     email: str
     create_time: datetime
     update_time: datetime
+    requests_per_minute: int | None = None
+    """For all of the account's keys together, beside each key's own limit; `None` = unlimited."""
+    tokens_per_minute: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +64,8 @@ class User:
 
 
 def _account(row: AccountRow) -> Account:
-    return Account(row.account_id, row.display_name, row.email, row.create_time, row.update_time)
+    return Account(row.account_id, row.display_name, row.email, row.create_time, row.update_time,
+                   row.requests_per_minute, row.tokens_per_minute)
 
 
 def _user(row: UserRow) -> User:
@@ -68,14 +84,18 @@ class AccountStore:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def create_account(self, account_id: str, display_name: str = "", email: str = "") -> Account:
+    def create_account(self, account_id: str, display_name: str = "", email: str = "", *,
+                       requests_per_minute: int | None = None, tokens_per_minute: int | None = None) -> Account:
         validate_resource_id("account", account_id)
+        validate_rate_limit("requests_per_minute", requests_per_minute)
+        validate_rate_limit("tokens_per_minute", tokens_per_minute)
         now = utcnow()
         with self._db.session() as session:
             if session.get(AccountRow, account_id) is not None:
                 raise AlreadyExistsError(f"account {account_id!r} already exists")
             row = AccountRow(account_id=account_id, display_name=display_name, email=email,
-                             create_time=now, update_time=now)
+                             create_time=now, update_time=now, requests_per_minute=requests_per_minute,
+                             tokens_per_minute=tokens_per_minute)
             session.add(row)
         return _account(row)
 
@@ -100,6 +120,21 @@ class AccountStore:
         with self._db.session() as session:
             rows = session.scalars(select(AccountRow).order_by(AccountRow.account_id))
             return [_account(row) for row in rows]
+
+    def set_rate_limits(self, account_id: str, **limits: int | None) -> Account:
+        """Set the given limits (`requests_per_minute`, `tokens_per_minute`; `None` = unlimited)."""
+        if unknown := set(limits) - {"requests_per_minute", "tokens_per_minute"}:
+            raise InvalidArgumentError(f"cannot set account limits {sorted(unknown)}")
+        for name, value in limits.items():
+            validate_rate_limit(name, value)
+        with self._db.session() as session:
+            row = session.get(AccountRow, account_id)
+            if row is None:
+                raise NotFoundError(f"account {account_id!r} not found")
+            for name, value in limits.items():
+                setattr(row, name, value)
+            row.update_time = utcnow()
+        return _account(row)
 
     def create_user(self, account_id: str, *, role: str, user_id: str | None = None,
                     display_name: str = "", email: str = "", service_account: bool = False) -> User:

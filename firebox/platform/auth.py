@@ -21,7 +21,7 @@ _MAX_CACHE_ENTRIES = 10_000
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The caller. Compatible with `firebox.api.deps.Principal` (account_id, key_id) and adds the
-    admin flag and the key's rate limits (`None` = unlimited), read by `RateLimiter`."""
+    admin flag, the key's rate limits and its account's (`None` = unlimited), read by `RateLimiter`."""
 
     account_id: str
     key_id: str | None
@@ -31,6 +31,8 @@ class Principal:
     user_id: str | None = None  # the key's user (None: the operator's keys, open access)
     role: str | None = None  # that user's role in the account: "admin" manages it
     expire_time: datetime | None = None  # when the key expires (None: never)
+    account_requests_per_minute: int | None = None  # for all of the account's keys together
+    account_tokens_per_minute: int | None = None
 
     def can_access(self, account_id: str) -> bool:
         return self.is_admin or self.account_id == account_id
@@ -72,7 +74,9 @@ def _principal_for(api_key: ApiKey) -> Principal:
     return Principal(account_id=api_key.account_id, key_id=api_key.key_id,
                      requests_per_minute=api_key.requests_per_minute,
                      tokens_per_minute=api_key.tokens_per_minute, user_id=api_key.user_id,
-                     role=api_key.role, expire_time=api_key.expire_time)
+                     role=api_key.role, expire_time=api_key.expire_time,
+                     account_requests_per_minute=api_key.account_requests_per_minute,
+                     account_tokens_per_minute=api_key.account_tokens_per_minute)
 
 
 class DatabaseAuthenticator:

@@ -10,9 +10,10 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
+from firebox.platform.accounts import validate_rate_limit
 from firebox.platform.db import Database
-from firebox.platform.errors import InvalidArgumentError, NotFoundError
-from firebox.platform.schema import ApiKeyRow, UserRow
+from firebox.platform.errors import NotFoundError
+from firebox.platform.schema import AccountRow, ApiKeyRow, UserRow
 from firebox.platform.times import utcnow
 
 KEY_PREFIX = "fw_"
@@ -42,6 +43,8 @@ class ApiKey:
     requests_per_minute: int | None
     tokens_per_minute: int | None
     role: str | None = None  # the role of the key's user (`find_by_key` reads it; None elsewhere)
+    account_requests_per_minute: int | None = None  # the account's limits, for all its keys together
+    account_tokens_per_minute: int | None = None  # (`find_by_key` reads them; None elsewhere)
 
     def is_expired(self, now: datetime) -> bool:
         return self.expire_time is not None and self.expire_time <= now
@@ -55,14 +58,10 @@ class CreatedKey:
     key: str
 
 
-def _api_key(row: ApiKeyRow, role: str | None = None) -> ApiKey:
-    return ApiKey(row.key_id, row.account_id, row.user_id, row.display_name, row.prefix,
-                  row.create_time, row.expire_time, row.requests_per_minute, row.tokens_per_minute, role)
-
-
-def _check_limit(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise InvalidArgumentError(f"{name} must be positive (omit it for no limit)")
+def _api_key(row: ApiKeyRow, role: str | None = None, account_rpm: int | None = None,
+             account_tpm: int | None = None) -> ApiKey:
+    return ApiKey(row.key_id, row.account_id, row.user_id, row.display_name, row.prefix, row.create_time,
+                  row.expire_time, row.requests_per_minute, row.tokens_per_minute, role, account_rpm, account_tpm)
 
 
 class KeyStore:
@@ -74,8 +73,8 @@ class KeyStore:
     def create(self, account_id: str, user_id: str, *, display_name: str = "default",
                expire_time: datetime | None = None, requests_per_minute: int | None = None,
                tokens_per_minute: int | None = None) -> CreatedKey:
-        _check_limit("requests_per_minute", requests_per_minute)
-        _check_limit("tokens_per_minute", tokens_per_minute)
+        validate_rate_limit("requests_per_minute", requests_per_minute)
+        validate_rate_limit("tokens_per_minute", tokens_per_minute)
         key = generate_key()
         row = ApiKeyRow(key_id=secrets.token_hex(8), account_id=account_id, user_id=user_id,
                         display_name=display_name or "default", key_hash=hash_key(key),
@@ -105,12 +104,15 @@ class KeyStore:
                 raise NotFoundError(f"API key {key_id!r} not found in account {account_id!r}")
 
     def find_by_key(self, key: str) -> ApiKey | None:
-        """The key whose hash matches, expired or not (the caller decides), with its user's role."""
+        """The key whose hash matches, expired or not (the caller decides), with its user's role and
+        its account's rate limits."""
         owner = (UserRow.account_id == ApiKeyRow.account_id) & (UserRow.user_id == ApiKeyRow.user_id)
-        query = select(ApiKeyRow, UserRow.role).outerjoin(UserRow, owner).where(ApiKeyRow.key_hash == hash_key(key))
+        query = (select(ApiKeyRow, UserRow.role, AccountRow.requests_per_minute, AccountRow.tokens_per_minute)
+                 .outerjoin(UserRow, owner).outerjoin(AccountRow, AccountRow.account_id == ApiKeyRow.account_id)
+                 .where(ApiKeyRow.key_hash == hash_key(key)))  # fmt: skip
         with self._db.session() as session:
             found = session.execute(query).first()
-            return None if found is None else _api_key(found[0], found[1])
+            return None if found is None else _api_key(*found)
 
     def has_keys(self) -> bool:
         with self._db.session() as session:

@@ -26,6 +26,9 @@ class AccountRow(Base):
     email: Mapped[str] = mapped_column(String(320), default="")
     create_time: Mapped[datetime] = mapped_column(DateTime())
     update_time: Mapped[datetime] = mapped_column(DateTime())
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """For all of the account's keys together (revision 0005); `None` = unlimited."""
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class UserRow(Base):

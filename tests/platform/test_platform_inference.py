@@ -122,6 +122,65 @@ def test_a_limited_key_cannot_mint_a_key_with_looser_limits(served: Served) -> N
     assert admin.json()["requestsPerMinute"] is None  # the operator's keys set any limit
 
 
+def _limit_account(served: Served, account: str, **limits: int | None) -> None:
+    """Set the account's limits as the operator would: through the control plane."""
+    served.platform.accounts.ensure_account(account)
+    response = httpx.patch(f"{served.url}/v1/accounts/{account}", json=limits,
+                           headers={"Authorization": f"Bearer {ADMIN_KEY}"})  # fmt: skip
+    assert response.status_code == 200, response.text
+
+
+ACCOUNT_REFUSAL = "rate limit exceeded for this account (shared by all of its API keys); retry later"
+
+
+def test_the_keys_of_an_account_share_its_request_limit(served: Served) -> None:
+    one, two = served.openai(served.key("acme")), served.openai(served.key("acme"))
+    _limit_account(served, "acme", requestsPerMinute=2)
+    assert _chat(one).headers["x-ratelimit-remaining-requests"] == "1"
+    second = _chat(two).headers
+    assert (second["x-ratelimit-limit-requests"], second["x-ratelimit-remaining-requests"]) == ("2", "0")
+    for client in (one, two, served.openai(served.key("acme"))):  # whichever key, even a new one
+        with pytest.raises(openai.RateLimitError) as refused:
+            _chat(client)
+        assert refused.value.body["message"] == ACCOUNT_REFUSAL and refused.value.body["code"] == "RESOURCE_EXHAUSTED"
+        headers = refused.value.response.headers
+        assert 0 < int(headers["retry-after"]) <= 60 and headers["x-ratelimit-remaining-requests"] == "0"
+        assert headers["x-ratelimit-limit-requests"] == "2"
+    rival = served.openai(served.key("rival"))
+    for _ in range(3):
+        assert _chat(rival).parse().usage.completion_tokens == 3  # another account is unaffected
+
+
+def test_a_key_limit_and_its_account_limit_both_apply(served: Served) -> None:
+    _limit_account(served, "acme", requestsPerMinute=3)
+    limited = served.openai(served.key("acme", requests_per_minute=1))
+    assert _chat(limited).headers["x-ratelimit-remaining-requests"] == "0"  # the tighter of the two: the key's
+    with pytest.raises(openai.RateLimitError) as refused:
+        _chat(limited)
+    assert refused.value.body["message"] == "rate limit exceeded for this API key; retry later"
+    other = served.openai(served.key("acme"))
+    assert _chat(other).headers["x-ratelimit-remaining-requests"] == "1"  # the key's request counted for the account
+    _chat(other)
+    with pytest.raises(openai.RateLimitError) as refused:
+        _chat(other)
+    assert refused.value.body["message"] == ACCOUNT_REFUSAL
+
+
+def test_an_account_over_its_token_limit_is_refused_whichever_key(served: Served) -> None:
+    one, two = served.openai(served.key("acme")), served.openai(served.key("acme"))
+    _limit_account(served, "acme", tokensPerMinute=10)
+    assert _chat(one).parse().usage.total_tokens > 10  # charged to the account when the request finished
+    with pytest.raises(openai.RateLimitError) as refused:
+        _chat(two)
+    assert refused.value.body["message"] == ACCOUNT_REFUSAL
+    assert refused.value.response.headers["x-ratelimit-limit-tokens"] == "10"
+    assert refused.value.response.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert int(refused.value.response.headers["retry-after"]) > 0
+    _limit_account(served, "acme", tokensPerMinute=None)  # lifted: admitted again at once
+    assert _chat(two).parse().usage.completion_tokens == 3
+    assert _chat(served.openai(served.key("rival"))).parse().usage.completion_tokens == 3
+
+
 def test_usage_api_and_metrics_after_a_short_load(served: Served) -> None:
     keys = {"k1": served.key("acme"), "k2": served.key("acme")}
     counts = {"k1": 3, "k2": 2}

@@ -84,3 +84,40 @@ def test_finished_requests_charge_tokens_by_key_id(clock: FakeClock) -> None:
     # k2 was never checked with a limit: nothing to charge
     limiter.observe_request(request_record("r2", key_id="k2", prompt_tokens=30, completion_tokens=25))
     assert limiter.check(Principal("acme", "k2", tokens_per_minute=50)).allowed
+
+
+def test_an_account_limit_is_shared_by_its_keys(clock: FakeClock) -> None:
+    limiter = RateLimiter(clock=clock)
+    one, two = (Principal("acme", key_id, account_requests_per_minute=2) for key_id in ("k1", "k2"))
+    assert limiter.check(one).allowed
+    clock.now += 10
+    second = limiter.check(two)
+    assert second.allowed and second.headers["x-ratelimit-remaining-requests"] == "0"
+    clock.now += 5
+    for key in (one, two):
+        refused = limiter.check(key)
+        assert not refused.allowed and refused.retry_after == pytest.approx(45.0)
+        assert refused.message == "rate limit exceeded for this account (shared by all of its API keys); retry later"
+    assert limiter.check(Principal("rival", "k3", account_requests_per_minute=2)).allowed  # its own windows
+    assert limiter.check(Principal("acme", None, is_admin=True)).allowed  # the operator's keys: unlimited
+    clock.now += 45
+    assert limiter.check(two).allowed
+
+
+def test_key_and_account_windows_both_count_and_the_tighter_one_is_reported(clock: FakeClock) -> None:
+    limiter = RateLimiter(clock=clock)
+    key = Principal("acme", "k1", requests_per_minute=5, tokens_per_minute=100,
+                    account_requests_per_minute=10, account_tokens_per_minute=50)  # fmt: skip
+    first = limiter.check(key)
+    assert first.headers["x-ratelimit-limit-requests"] == "5" and first.headers["x-ratelimit-limit-tokens"] == "50"
+    limiter.add_tokens(key, 30)
+    limiter.observe_request(request_record("r1", account_id="acme", key_id="k2", prompt_tokens=25))
+    refused = limiter.check(key)  # the key has 70 tokens left, the account none
+    assert not refused.allowed and refused.message.startswith("rate limit exceeded for this account")
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "4"  # refused checks were not counted
+    clock.now += 60  # everything left both windows
+    for _ in range(5):
+        assert limiter.check(key).allowed
+    refused = limiter.check(key)
+    assert not refused.allowed and refused.message == "rate limit exceeded for this API key; retry later"

@@ -1,6 +1,7 @@
 """Hardening (issue 19, item 9): roles on the control plane. A key of a `user` manages only its
 own keys; users, roles and other users' keys are for the account's admins; an expiring key
-cannot mint a key that outlives it."""
+cannot mint a key that outlives it; an account's rate limits are for its admins to tighten and the
+operator to set."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from platform_helpers import LiveServer, platform_app
+from platform_helpers import ADMIN_KEY, LiveServer, platform_app
 
 from firebox.platform.services import Platform
 from firebox.platform.times import format_time, utcnow
@@ -77,3 +78,44 @@ def test_an_expiring_key_cannot_mint_a_longer_lived_one(server: LiveServer, plat
     assert refused.status_code == 403 and "expireTime" in refused.json()["error"]["message"]
     sooner = format_time(expiry - timedelta(minutes=5))
     assert _call(server, key, "POST", KEYS.format(user="alice"), {"apiKey": {"expireTime": sooner}}).status_code == 200
+
+
+def _limits(response: httpx.Response) -> tuple[int | None, int | None]:
+    assert response.status_code == 200, response.text
+    return response.json()["requestsPerMinute"], response.json()["tokensPerMinute"]
+
+
+def test_account_rate_limits_are_read_by_members_and_set_by_admins(server: LiveServer, platform: Platform) -> None:
+    boss, alice = platform.keys.create("acme", "boss").key, platform.keys.create("acme", "alice").key
+    assert _limits(_call(server, alice, "GET", "/v1/accounts/acme")) == (None, None)  # unlimited
+    refused = _call(server, alice, "PATCH", "/v1/accounts/acme", {"requestsPerMinute": 100})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "PERMISSION_DENIED"
+    assert _limits(_call(server, ADMIN_KEY, "PATCH", "/v1/accounts/acme", {"requestsPerMinute": 100})) == (100, None)
+    assert _limits(_call(server, boss, "PATCH", "/v1/accounts/acme", {"tokensPerMinute": 5000})) == (100, 5000)
+    assert _limits(_call(server, boss, "PATCH", "/v1/accounts/acme", {"requestsPerMinute": 50})) == (50, 5000)
+    for loosened in ({"requestsPerMinute": 51}, {"requestsPerMinute": None}, {"tokensPerMinute": None}):
+        refused = _call(server, boss, "PATCH", "/v1/accounts/acme", loosened)
+        assert refused.status_code == 403 and "admin key" in refused.json()["error"]["message"], loosened
+    assert _limits(_call(server, alice, "GET", "/v1/accounts/acme")) == (50, 5000)
+    stored = platform.accounts.get_account("acme")
+    assert (stored.requests_per_minute, stored.tokens_per_minute) == (50, 5000)
+    assert _limits(_call(server, ADMIN_KEY, "PATCH", "/v1/accounts/acme", {"requestsPerMinute": None})) == (None, 5000)
+    platform.accounts.create_account("rival")
+    assert _call(server, boss, "PATCH", "/v1/accounts/rival", {"requestsPerMinute": 1}).status_code == 403
+    assert _call(server, boss, "PATCH", "/v1/accounts/nobody", {"requestsPerMinute": 1}).status_code == 403
+    assert _call(server, ADMIN_KEY, "PATCH", "/v1/accounts/nobody", {"requestsPerMinute": 1}).status_code == 404
+
+
+def test_account_rate_limits_are_validated(server: LiveServer, platform: Platform) -> None:
+    bad = [{"requestsPerMinute": 0}, {"requestsPerMinute": -1}, {"tokensPerMinute": "5"}, {"tokensPerMinute": 1.5},
+           {"requestsPerMinute": 5.0}, {"requestsPerMinute": True}, {"tokensPerMinute": 2**31},
+           {"displayName": "Acme 2"}, {}]  # fmt: skip
+    for body in bad:
+        response = _call(server, ADMIN_KEY, "PATCH", "/v1/accounts/acme", body)
+        assert response.status_code == 400, (body, response.text)
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert _limits(_call(server, ADMIN_KEY, "GET", "/v1/accounts/acme")) == (None, None)  # nothing was changed
+    created = _call(server, ADMIN_KEY, "POST", "/v1/accounts", {"accountId": "beta", "tokensPerMinute": 1000})
+    assert _limits(created) == (None, 1000)
+    refused = _call(server, ADMIN_KEY, "POST", "/v1/accounts", {"accountId": "gamma", "requestsPerMinute": 0})
+    assert refused.status_code == 400

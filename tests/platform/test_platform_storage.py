@@ -28,6 +28,57 @@ def test_migrations_create_every_table_and_rerun_cleanly(database: Database) -> 
         assert connection.execute(text("select version_num from alembic_version")).scalar() == head
 
 
+def test_revision_0005_adds_account_limits_to_a_database_made_at_0004(data_dir, database_url) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    database = Database(resolve_database_url(data_dir, database_url))
+    try:
+        database.upgrade("0004")
+        with database.engine.begin() as connection:
+            connection.execute(text("INSERT INTO accounts (account_id, display_name, email, create_time, update_time) "
+                                    "VALUES ('acme', 'Acme', '', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"))
+            connection.execute(text("INSERT INTO users (account_id, user_id, role, display_name, email, "
+                                    "service_account, create_time, update_time) VALUES ('acme', 'alice', 'admin', "
+                                    "'', '', false, '2025-01-01 00:00:00', '2025-01-01 00:00:00')"))  # fmt: skip
+        database.upgrade()
+        accounts = AccountStore(database)
+        old = accounts.get_account("acme")
+        assert (old.display_name, old.requests_per_minute, old.tokens_per_minute) == ("Acme", None, None)
+        limited = accounts.set_rate_limits("acme", requests_per_minute=10, tokens_per_minute=1000)
+        assert accounts.get_account("acme") == limited and limited.tokens_per_minute == 1000
+        created = KeyStore(database).create("acme", "alice")
+        found = KeyStore(database).find_by_key(created.key)
+        assert (found.account_requests_per_minute, found.account_tokens_per_minute) == (10, 1000)
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0004")
+        assert "requests_per_minute" not in {c["name"] for c in inspect(database.engine).get_columns("accounts")}
+        with database.engine.connect() as connection:  # the users were not dropped with the column (no
+            assert connection.execute(text("select count(*) from users")).scalar() == 1  # table copy under FKs)
+        database.upgrade()
+        assert accounts.get_account("acme").requests_per_minute is None
+    finally:
+        database.close()
+
+
+def test_account_limits_are_validated_in_the_store(database: Database) -> None:
+    accounts = AccountStore(database)
+    accounts.create_account("acme", requests_per_minute=5)
+    for bad in ({"requests_per_minute": 0}, {"tokens_per_minute": -3}, {"tokens_per_minute": 2**31},
+                {"requests_per_minute": True}, {"display_name": "x"}):  # fmt: skip
+        with pytest.raises(InvalidArgumentError):
+            accounts.set_rate_limits("acme", **bad)
+    with pytest.raises(InvalidArgumentError):
+        accounts.create_account("beta", tokens_per_minute=0)
+    with pytest.raises(NotFoundError):
+        accounts.set_rate_limits("nobody", requests_per_minute=1)
+    assert accounts.set_rate_limits("acme", requests_per_minute=None).requests_per_minute is None
+
+
 def test_sqlite_default_lives_in_data_dir_with_wal(tmp_path) -> None:
     assert resolve_database_url(tmp_path, None) == f"sqlite:///{tmp_path / 'firebox.db'}"
     assert resolve_database_url(tmp_path, "postgres://u@h/db") == "postgresql+psycopg2://u@h/db"

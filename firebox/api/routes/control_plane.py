@@ -7,14 +7,14 @@ A key of account A may only touch account A; admin keys may touch any account.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from firebox.api.routes.platform_common import PlatformRoute, paginate, principal_dependency
-from firebox.platform.accounts import Account, AccountStore, User, user_id_from_email
+from firebox.platform.accounts import MAX_RATE_LIMIT, Account, AccountStore, User, user_id_from_email
 from firebox.platform.auth import Authenticator, Principal
 from firebox.platform.errors import InvalidArgumentError, PermissionDeniedError
 from firebox.platform.keys import ApiKey, KeyStore
@@ -27,10 +27,26 @@ class _CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
+AccountRateLimit = Annotated[int | None, Field(strict=True, ge=1, le=MAX_RATE_LIMIT)]
+"""An account's limit (null: unlimited); strict, so that "5", 5.0 and true are 400s, not coerced."""
+
+
+class AccountLimitsBody(_CamelModel):
+    """The body of `PATCH /v1/accounts/{account}`. A field left out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")  # a field this PATCH cannot set is a 400, not ignored
+    requests_per_minute: AccountRateLimit = None
+    """firebox extension: requests per minute for all of the account's keys together."""
+    tokens_per_minute: AccountRateLimit = None
+    """firebox extension: tokens per minute for all of the account's keys together."""
+
+
 class CreateAccountBody(_CamelModel):
     account_id: str | None = None
     display_name: str = ""
     email: str = ""
+    requests_per_minute: AccountRateLimit = None
+    tokens_per_minute: AccountRateLimit = None
 
 
 class UserBody(_CamelModel):
@@ -64,7 +80,8 @@ def _time(value: Any) -> str | None:
 def account_json(account: Account) -> dict[str, Any]:
     return {"name": f"accounts/{account.account_id}", "displayName": account.display_name,
             "email": account.email, "state": "READY", "status": _OK, "suspendState": "UNSUSPENDED",
-            "createTime": _time(account.create_time), "updateTime": _time(account.update_time)}
+            "createTime": _time(account.create_time), "updateTime": _time(account.update_time),
+            "requestsPerMinute": account.requests_per_minute, "tokensPerMinute": account.tokens_per_minute}
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -93,6 +110,16 @@ def _capped_limit(name: str, requested: int | None, own: int | None) -> int | No
     if requested is not None and requested > own:
         raise PermissionDeniedError(f"{name} may not exceed the calling key's own limit ({own})")
     return own if requested is None else requested
+
+
+def _check_account_limit_change(name: str, requested: int | None, current: int | None) -> None:
+    """An account admin may tighten its account's limit but not loosen or remove it: the limit caps
+    all of the account's keys together, so that an admin could lift it would make it no cap. The
+    operator's keys may set any."""
+    if current is not None and (requested is None or requested > current):
+        raise PermissionDeniedError(
+            f"only the server's admin key may raise or remove the account's {name} (now {current})"
+        )
 
 
 def _capped_expiry(requested: datetime | None, own: datetime | None) -> datetime | None:
@@ -134,7 +161,23 @@ class _ControlPlane:
         account_id = body.account_id or account_id or (user_id_from_email(body.email) if body.email else None)
         if not account_id:
             raise InvalidArgumentError("accountId is required")
-        return account_json(self.accounts.create_account(account_id, body.display_name, body.email))
+        created = self.accounts.create_account(account_id, body.display_name, body.email,
+                                               requests_per_minute=body.requests_per_minute,
+                                               tokens_per_minute=body.tokens_per_minute)
+        return account_json(created)
+
+    def update_account_limits(self, principal: Principal, account_id: str, body: AccountLimitsBody):
+        principal.require_account_admin(account_id, "change its rate limits")
+        limits = {name: getattr(body, name) for name in body.model_fields_set}
+        if not limits:
+            raise InvalidArgumentError("set requestsPerMinute or tokensPerMinute (null: unlimited)")
+        if not principal.is_admin:
+            current = self.accounts.get_account(account_id)
+            for name, value in limits.items():
+                _check_account_limit_change(to_camel(name), value, getattr(current, name))
+        updated = self.accounts.set_rate_limits(account_id, **limits)
+        self._keys_changed()  # cached principals carry the account's limits
+        return account_json(updated)
 
     def create_user(self, principal: Principal, account_id: str, body: UserBody, user_id: str | None):
         principal.require_account_admin(account_id, "create users")
@@ -221,6 +264,10 @@ def _account_routes(router: APIRouter, plane: _ControlPlane, caller: Any) -> Non
     @router.get(_ACCOUNT)
     def get_account(account_id: str, principal: Principal = caller):
         return plane.get_account(principal, account_id)
+
+    @router.patch(_ACCOUNT)
+    def update_account_limits(account_id: str, body: AccountLimitsBody, principal: Principal = caller):
+        return plane.update_account_limits(principal, account_id, body)
 
 
 def _user_routes(router: APIRouter, plane: _ControlPlane, caller: Any) -> None:
