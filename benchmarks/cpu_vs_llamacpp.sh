@@ -4,6 +4,7 @@
 # servers up, the idle one taking no CPU), and firebox/llama.cpp ratios.
 #
 #   benchmarks/cpu_vs_llamacpp.sh            # defaults below; results under $RESULTS_DIR
+#   SHAPE=1b PREFILL_LEN=1000 benchmarks/cpu_vs_llamacpp.sh   # a Llama-3.2-1B-shaped model (issue 13)
 #
 # Settings (environment variables):
 #   THREADS             threads for both servers                      (default: nproc)
@@ -15,11 +16,20 @@
 #   WARMUP              unmeasured requests before the levels          (default: 2)
 #   PARALLEL            llama-server slots (-np)                      (default: the highest concurrency)
 #   GGUF                the model file                                (default: the bundled SmolLM2-135M-Instruct Q4_1)
+#   SHAPE, QUANT        without GGUF: the model benchmarks/realistic_model.py writes (once) for shape SHAPE
+#                       (tiny, 1b, 3b; random weights, SmolLM2's tokenizer), quantized by llama-quantize
+#                       to QUANT (default Q4_K_M)
+#   MODEL_NAME          the name both servers serve it under          (default: smollm2-135m-instruct for the
+#                       bundled model, else the file's name, lowercased, without .gguf)
+#   PREFILL_LEN         a prefill phase after the decode levels: prompts of this many tokens, max_tokens 1,
+#                       no prompt cache, one at a time; prompt tokens/s  (default: 0, no phase; issue 13: 1000)
+#   PREFILL_REQUESTS    timed prefill requests, after one warm-up; the median is reported  (default: 5)
 #   FIREBOX_SERVE_ARGS  extra `firebox serve` flags, e.g. "--quantization auto"
 #   FIREBOX_SERVE       the `firebox` command that serves (default: this checkout's), e.g. an older
 #                       checkout's, to compare versions; the load always comes from this checkout
 #   LLAMA_SERVER_ARGS   extra llama-server flags
 #   LLAMA_SERVER        a llama-server binary to use instead of building one
+#   LLAMA_QUANTIZE      a llama-quantize binary, for SHAPE            (default: built beside llama-server)
 #   LLAMA_CPP_PYTHON_VERSION  the llama-cpp-python sdist to build from (default: the newest)
 #   FIREBOX_PEERS_DIR   where llama.cpp is built, outside the repo    (default: ~/.cache/firebox-peers)
 #   RESULTS_DIR         where the JSON results go                     (default: $FIREBOX_PEERS_DIR/results/<UTC time>)
@@ -47,7 +57,9 @@ LLAMA_PORT=${LLAMA_PORT:-18080}
 FIREBOX_PORT=${FIREBOX_PORT:-18081}
 ORDER=${ORDER:-llamacpp firebox}
 RESULTS_DIR=${RESULTS_DIR:-$PEERS_DIR/results/$(date -u +%Y%m%dT%H%M%SZ)}
-MODEL_NAME=smollm2-135m-instruct
+PREFILL_LEN=${PREFILL_LEN:-0}
+PREFILL_REQUESTS=${PREFILL_REQUESTS:-5}
+QUANT=${QUANT:-Q4_K_M}
 STARTUP_TIMEOUT=600
 QUIET_WAIT=${QUIET_WAIT:-600}
 MAX_BUSY_PCT=${MAX_BUSY_PCT:-15}
@@ -65,15 +77,27 @@ print(pathlib.Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.
 EOF
 }
 
-# --- llama-server: built from the llama-cpp-python sdist, outside the repo ----------------------
+model_name_of() {  # $1: a GGUF file -> the name both servers serve it under
+    if [[ $1 == "$(default_gguf)" ]]; then
+        echo smollm2-135m-instruct
+    else
+        basename "${1%.[gG][gG][uU][fF]}" | tr '[:upper:]' '[:lower:]' | sed 's/[^a-z0-9._-]\+/-/g'
+    fi
+}
 
-find_built_llama_server() {
-    local pattern="$PEERS_DIR/llama_cpp_python-${LLAMA_CPP_PYTHON_VERSION:-*}/vendor/llama.cpp/build/bin/llama-server"
+# --- llama-server and llama-quantize: built from the llama-cpp-python sdist, outside the repo -------
+
+find_built_llama_bin() {  # $1: llama-server | llama-quantize; the newest version's, or nothing
+    local pattern="$PEERS_DIR/llama_cpp_python-${LLAMA_CPP_PYTHON_VERSION:-*}/vendor/llama.cpp/build/bin/$1"
     # shellcheck disable=SC2086  # the glob must expand
     { ls -d $pattern 2>/dev/null || true; } | sort -V | tail -1
 }
 
-build_llama_server() {
+find_built_llama_server() { find_built_llama_bin llama-server; }
+
+find_built_llama_quantize() { find_built_llama_bin llama-quantize; }
+
+build_llama_cpp() {
     mkdir -p "$PEERS_DIR"
     local spec=llama-cpp-python${LLAMA_CPP_PYTHON_VERSION:+==$LLAMA_CPP_PYTHON_VERSION}
     local download tarball
@@ -85,10 +109,10 @@ build_llama_server() {
     tarball=$PEERS_DIR/$(basename "$tarball")
     tar -xzf "$tarball" -C "$PEERS_DIR"
     local src=${tarball%.tar.gz}/vendor/llama.cpp  # an sdist unpacks into <name>-<version>/
-    log "building llama-server in $src (a few minutes)"
+    log "building llama-server and llama-quantize in $src (a few minutes)"
     cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
-    cmake --build "$src/build" --target llama-server -j"$(nproc)" >&2
+    cmake --build "$src/build" --target llama-server llama-quantize -j"$(nproc)" >&2
 }
 
 resolve_llama_server() {
@@ -98,10 +122,32 @@ resolve_llama_server() {
     fi
     LLAMA_SERVER=$(find_built_llama_server)
     if [[ -z "$LLAMA_SERVER" ]]; then
-        build_llama_server
+        build_llama_cpp
         LLAMA_SERVER=$(find_built_llama_server)
         [[ -n "$LLAMA_SERVER" ]] || die "the build produced no llama-server"
     fi
+}
+
+resolve_llama_quantize() {  # after resolve_llama_server: from the same llama.cpp source where it was built here
+    if [[ -n "${LLAMA_QUANTIZE:-}" ]]; then
+        [[ -x "$LLAMA_QUANTIZE" ]] || die "LLAMA_QUANTIZE=$LLAMA_QUANTIZE is not an executable"
+        return
+    fi
+    LLAMA_QUANTIZE=$(find_built_llama_quantize)
+    local built_server
+    built_server=$(find_built_llama_server)
+    if [[ -z "$LLAMA_QUANTIZE" && -n "$built_server" ]]; then  # a tree built before llama-quantize was
+        log "building llama-quantize beside $built_server"
+        cmake --build "${built_server%/bin/llama-server}" --target llama-quantize -j"$(nproc)" >&2
+    elif [[ -z "$LLAMA_QUANTIZE" ]]; then
+        build_llama_cpp
+    fi
+    LLAMA_QUANTIZE=$(find_built_llama_quantize)
+    [[ -n "$LLAMA_QUANTIZE" ]] || die "the build produced no llama-quantize"
+}
+
+realistic_model() {  # the SHAPE model in QUANT, written by benchmarks/realistic_model.py unless it exists
+    (cd "$REPO" && "$PY" -m benchmarks.realistic_model "$SHAPE" --quant "$QUANT" --llama-quantize "$LLAMA_QUANTIZE")
 }
 
 # --- the machine -------------------------------------------------------------------------------
@@ -121,9 +167,11 @@ machine_info() {
     echo "firebox:           $(git -C "$REPO" rev-parse --short HEAD)$changes, served by $FIREBOX_SERVE"
     echo "llama.cpp:         $("$LLAMA_SERVER" --version 2>&1 | grep -m1 version)"
     echo "load average:      $(cut -d' ' -f1-3 /proc/loadavg) (before the run; anything else running skews both)"
-    echo "model:             $GGUF"
+    echo "model:             $GGUF (served as $MODEL_NAME)"
     echo "threads $THREADS, concurrency $CONCURRENCY, input ~$INPUT_LEN tokens, output $OUTPUT_LEN tokens," \
         "requests per level ${NUM_REQUESTS:-max(2 x concurrency, 8)}, llama-server slots $PARALLEL"
+    ((PREFILL_LEN == 0)) ||
+        echo "prefill: ~$PREFILL_LEN-token prompts, $PREFILL_REQUESTS timed after one warm-up, no prompt cache"
     echo "firebox extra args: ${FIREBOX_SERVE_ARGS:-none}; llama-server extra args: ${LLAMA_SERVER_ARGS:-none}"
 }
 
@@ -171,7 +219,7 @@ wait_until_quiet() {
 declare -A PIDS=() PORTS=([llamacpp]=$LLAMA_PORT [firebox]=$FIREBOX_PORT)
 CLIENT_PID=""
 FIREBOX_DATA=""  # a throw-away data directory: the benchmark must not touch ~/.firebox
-helper() { (cd "$REPO" && "$PY" -m benchmarks.side_by_side "$@"); }
+helper() { (cd "$REPO" && exec "$PY" -m benchmarks.side_by_side "$@"); }
 
 descendants() {  # the pids under process $1, deepest last
     local child
@@ -194,7 +242,8 @@ stop_server() {  # SIGTERM, then SIGKILL after 10 s; a child left behind (an eng
 }
 
 cleanup() {
-    [[ -z "$CLIENT_PID" ]] || kill "$CLIENT_PID" 2>/dev/null || true
+    # shellcheck disable=SC2046  # a list of pids
+    [[ -z "$CLIENT_PID" ]] || kill "$CLIENT_PID" $(descendants "$CLIENT_PID") 2>/dev/null || true
     stop_server llamacpp
     stop_server firebox
     [[ -z "$FIREBOX_DATA" ]] || rm -rf "$FIREBOX_DATA"
@@ -203,7 +252,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 start_llamacpp() {
-    local ctx=$((PARALLEL * (INPUT_LEN + OUTPUT_LEN + 64)))
+    local per_slot=$((INPUT_LEN + OUTPUT_LEN > PREFILL_LEN ? INPUT_LEN + OUTPUT_LEN : PREFILL_LEN))
+    local ctx=$((PARALLEL * (per_slot + 64)))
     # shellcheck disable=SC2086  # LLAMA_SERVER_ARGS is a list of flags
     "$LLAMA_SERVER" -m "$GGUF" -a "$MODEL_NAME" -t "$THREADS" -np "$PARALLEL" -c "$ctx" -cb \
         --host 127.0.0.1 --port "$LLAMA_PORT" --no-webui ${LLAMA_SERVER_ARGS:-} >"$RESULTS_DIR/llamacpp.log" 2>&1 &
@@ -247,16 +297,15 @@ start_and_time() {  # $1: llamacpp | firebox; process start -> first served comp
     log "$name served its first token $startup s after its start"
 }
 
-LOAD_SKEWED=0  # set by load(): 1 when other work took more than MAX_OTHER_PCT of the CPU meanwhile
+LOAD_SKEWED=0  # set by measure(): 1 when other work took more than MAX_OTHER_PCT of the CPU meanwhile
 
-load() {  # $1: llamacpp | firebox, $2: concurrency; results into $1-c$2.json
-    local name=$1 concurrency=$2 results="$RESULTS_DIR/$1-c$2.json" busy0 total0 server0 busy1 total1 server1
-    wait_until_quiet "$name at concurrency $concurrency"
+measure() {  # $1: llamacpp | firebox, $2: what (for the log), $3: the results file; the rest: the client
+    local name=$1 what=$2 results=$3 busy0 total0 server0 busy1 total1 server1
+    shift 3
+    wait_until_quiet "$name, $what"
     read -r busy0 total0 < <(cpu_ticks)
     server0=$(process_ticks "${PIDS[$name]}")
-    "$FIREBOX" bench serve --base-url "http://127.0.0.1:${PORTS[$name]}" --model "$MODEL_NAME" \
-        --concurrency "$concurrency" --input-len "$INPUT_LEN" --output-len "$OUTPUT_LEN" \
-        ${NUM_REQUESTS:+--num-requests "$NUM_REQUESTS"} --warmup "$WARMUP" --json-out "$results" &
+    "$@" &
     CLIENT_PID=$!
     wait "$CLIENT_PID"  # in the background, so that a signal to this script stops the run at once
     CLIENT_PID=""
@@ -265,25 +314,44 @@ load() {  # $1: llamacpp | firebox, $2: concurrency; results into $1-c$2.json
     local share status=0
     share=$(helper cpu-share --results "$results" --busy-ticks $((busy1 - busy0)) --total-ticks $((total1 - total0)) \
         --server-ticks $((server1 - server0)) --max-other-pct "$MAX_OTHER_PCT") || status=$?
-    echo "CPU during $name at concurrency $concurrency: $share" | tee -a "$RESULTS_DIR/machine.txt" >&2
+    echo "CPU during $name, $what: $share" | tee -a "$RESULTS_DIR/machine.txt" >&2
     ((status == 0 || status == 3)) || die "could not read the CPU shares of $results"
     LOAD_SKEWED=$((status == 3))
 }
 
-load_until_clean() {  # load(), again while other work skewed it, up to LEVEL_ATTEMPTS times
+decode_load() {  # $1: llamacpp | firebox, $2: concurrency; results into $1-c$2.json
+    local results="$RESULTS_DIR/$1-c$2.json"
+    measure "$1" "concurrency $2" "$results" "$FIREBOX" bench serve --base-url "http://127.0.0.1:${PORTS[$1]}" \
+        --model "$MODEL_NAME" --concurrency "$2" --input-len "$INPUT_LEN" --output-len "$OUTPUT_LEN" \
+        ${NUM_REQUESTS:+--num-requests "$NUM_REQUESTS"} --warmup "$WARMUP" --json-out "$results"
+}
+
+prefill_load() {  # $1: llamacpp | firebox; results into $1-prefill.json
+    local results="$RESULTS_DIR/$1-prefill.json"
+    measure "$1" "prefill of $PREFILL_LEN tokens" "$results" helper prefill --base-url "http://127.0.0.1:${PORTS[$1]}" \
+        --model "$MODEL_NAME" --server "$1" --prompt-len "$PREFILL_LEN" --num-requests "$PREFILL_REQUESTS" \
+        --json-out "$results"
+}
+
+until_clean() {  # $@: decode_load or prefill_load with its arguments; again while other work skewed it
     local attempt
     for ((attempt = 1; attempt <= LEVEL_ATTEMPTS; attempt++)); do
-        load "$1" "$2"
+        "$@"
         ((LOAD_SKEWED)) || return 0
-        log "other work took over ${MAX_OTHER_PCT}% of the CPU during $1 at concurrency $2 (attempt $attempt)"
+        log "other work took over ${MAX_OTHER_PCT}% of the CPU during $* (attempt $attempt)"
     done
 }
 
 main() {
     [[ -x "$FIREBOX" ]] || die "no firebox at $FIREBOX (run 'make install' or set FIREBOX)"
+    resolve_llama_server
+    if [[ -z "${GGUF:-}" && -n "${SHAPE:-}" ]]; then
+        resolve_llama_quantize
+        GGUF=$(realistic_model) || die "benchmarks/realistic_model.py wrote no $SHAPE model"
+    fi
     GGUF=${GGUF:-$(default_gguf)}
     [[ -f "$GGUF" ]] || die "no model file at $GGUF"
-    resolve_llama_server
+    MODEL_NAME=${MODEL_NAME:-$(model_name_of "$GGUF")}
     local name concurrency
     for name in $ORDER; do
         [[ $name == firebox || $name == llamacpp ]] || die "ORDER names firebox and llamacpp, got '$name'"
@@ -296,9 +364,14 @@ main() {
     done
     for concurrency in ${CONCURRENCY//,/ }; do
         for name in $ORDER; do
-            load_until_clean "$name" "$concurrency"
+            until_clean decode_load "$name" "$concurrency"
         done
     done
+    if ((PREFILL_LEN > 0)); then
+        for name in $ORDER; do
+            until_clean prefill_load "$name"
+        done
+    fi
     cleanup
     local args=(--out-dir "$RESULTS_DIR")
     for name in firebox llamacpp; do
@@ -307,6 +380,10 @@ main() {
             args+=("--$name" "$RESULTS_DIR/$name-c$concurrency.json")
         done
     done
+    if ((PREFILL_LEN > 0)); then
+        args+=(--firebox-prefill "$RESULTS_DIR/firebox-prefill.json")
+        args+=(--llamacpp-prefill "$RESULTS_DIR/llamacpp-prefill.json")
+    fi
     helper compare "${args[@]}" | tee "$RESULTS_DIR/summary.txt"
     log "results in $RESULTS_DIR"
 }

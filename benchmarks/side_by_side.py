@@ -2,11 +2,14 @@
 
     python -m benchmarks.side_by_side probe --base-url URL --model NAME --started-at EPOCH [--pid PID]
     python -m benchmarks.side_by_side cpu-share --busy-ticks B --total-ticks T --server-ticks S [--results R.json]
+    python -m benchmarks.side_by_side prefill --base-url URL --model NAME --server firebox|llamacpp \
+        --prompt-len N --json-out P.json
     python -m benchmarks.side_by_side compare --firebox F.json ... --llamacpp L.json ... \
-        --firebox-startup S --llamacpp-startup S [--out-dir DIR]
+        --firebox-startup S --llamacpp-startup S [--firebox-prefill P.json --llamacpp-prefill P.json] [--out-dir DIR]
 
-`compare` puts `firebox bench serve` results side by side, with firebox/llama.cpp ratios and the
-targets of issue 4, and flags rows that other work on the machine may have skewed.
+`compare` puts `firebox bench serve` results (and `prefill` results) side by side, with
+firebox/llama.cpp ratios and the targets of issues 4 and 13, and flags rows that other work on the
+machine may have skewed.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.prefill import SERVERS, measure_prefill, prefill_document
 from benchmarks.probe import annotate_cpu_share, cpu_share, first_token_seconds
 from firebox.bench.report import format_number
 
@@ -30,6 +35,7 @@ app = typer.Typer(help=__doc__, no_args_is_help=True)
 OUTPUT_TARGETS = {1: 1.2, 32: 3.0}  # concurrency -> least output tokens/s ratio
 TTFT_TARGET = (32, 0.5)  # at this concurrency, the largest TTFT p50 ratio
 STARTUP_SLACK_S = 2.0  # start-up no more than llama-server's + 2 s
+PREFILL_TARGET = 1.5  # issue 13: the least prompt tokens/s ratio of a long prompt's prefill
 MAX_OTHER_WORK_PCT = 10.0  # more CPU than this taken by other work: the row is not trustworthy
 REPORT_WIDTH = 120
 SKEWED_EXIT_CODE = 3  # cpu-share: other work took more than --max-other-pct
@@ -79,8 +85,14 @@ def _row(metric: str, fb: dict[str, Any], lc: dict[str, Any], value: Any, bound:
     return Row(metric, fb_value, lc_value, ratio, f"{op} {limit:g}x", met, other)
 
 
-def compare_rows(firebox: Levels, llamacpp: Levels, startup: tuple[float, float]) -> list[Row]:
-    """Output tokens/s at every shared concurrency, TTFT p50 at the highest, start-up time."""
+def compare_rows(
+    firebox: Levels,
+    llamacpp: Levels,
+    startup: tuple[float, float],
+    prefill: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> list[Row]:
+    """Output tokens/s at every shared concurrency, TTFT p50 at the highest, prefill tokens/s
+    (from two `prefill` results files, when given), start-up time."""
     shared = sorted(set(firebox) & set(llamacpp))
     if not shared:
         raise ValueError("the two results share no concurrency level")
@@ -91,6 +103,11 @@ def compare_rows(firebox: Levels, llamacpp: Levels, startup: tuple[float, float]
     c = shared[-1]
     bound = ("<=", TTFT_TARGET[1]) if c == TTFT_TARGET[0] else None
     rows.append(_row(f"TTFT p50 ms, c={c}", firebox[c], llamacpp[c], lambda m: m["ttft_ms"]["p50"], bound))
+    if prefill is not None:
+        fb_prefill, lc_prefill = prefill
+        metric = f"prefill tok/s, {fb_prefill['prompt_tokens']:g}-token prompt"
+        bound = (">=", PREFILL_TARGET)
+        rows.append(_row(metric, fb_prefill, lc_prefill, lambda m: m["prefill_tokens_per_s"], bound))
     fb, lc = startup
     target = f"<= llama.cpp + {STARTUP_SLACK_S:g} s"
     rows.append(Row("start-up to first token, s", fb, lc, _ratio(fb, lc), target, fb <= lc + STARTUP_SLACK_S))
@@ -147,6 +164,31 @@ def probe(
     print(f"{seconds:.2f} {usage.ru_utime + usage.ru_stime:.2f}")
 
 
+@app.command("prefill")
+def prefill_command(
+    base_url: Annotated[str, typer.Option()],
+    model: Annotated[str, typer.Option()],
+    server: Annotated[str, typer.Option(help=f"{' | '.join(SERVERS)}: how to turn its prompt cache off.")],
+    prompt_len: Annotated[int, typer.Option(help="Prompt length in words (one token each).")],
+    json_out: Annotated[Path, typer.Option()],
+    num_requests: Annotated[int, typer.Option(help="Timed requests; the median is reported.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Unmeasured requests first.")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds one request may take.")] = 600.0,
+) -> None:
+    """Time the prefill of long prompts, one request at a time, and write the results file."""
+    try:
+        with httpx.Client(base_url=base_url, timeout=timeout) as client:
+            samples = measure_prefill(client, model, server, prompt_len, num_requests, warmup, seed)
+    except (RuntimeError, ValueError, httpx.HTTPError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    document = prefill_document(server, prompt_len, samples)
+    json_out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    speed = f"{document['prefill_tokens_per_s']:.1f} tok/s"
+    typer.echo(f"{server}: prefill of {document['prompt_tokens']:g} prompt tokens at {speed} (median)", err=True)
+
+
 @app.command("cpu-share")
 def cpu_share_command(
     busy_ticks: Annotated[int, typer.Option()],
@@ -172,10 +214,18 @@ def compare(
     llamacpp: Annotated[list[Path], typer.Option(help="llama.cpp's results files (repeatable).")],
     firebox_startup: Annotated[float, typer.Option()],
     llamacpp_startup: Annotated[float, typer.Option()],
+    firebox_prefill: Annotated[Path | None, typer.Option(help="firebox's `prefill` results file.")] = None,
+    llamacpp_prefill: Annotated[Path | None, typer.Option(help="llama.cpp's `prefill` results file.")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Write summary.json and summary.md here.")] = None,
 ) -> None:
-    """Print the side-by-side table of `firebox bench serve --json-out` files."""
-    rows = compare_rows(load_levels(firebox), load_levels(llamacpp), (firebox_startup, llamacpp_startup))
+    """Print the side-by-side table of `firebox bench serve --json-out` (and `prefill`) files."""
+    if (firebox_prefill is None) != (llamacpp_prefill is None):
+        raise typer.BadParameter("give both --firebox-prefill and --llamacpp-prefill, or neither")
+    prefill = None
+    if firebox_prefill is not None and llamacpp_prefill is not None:
+        prefill = (json.loads(firebox_prefill.read_text()), json.loads(llamacpp_prefill.read_text()))
+    startup = (firebox_startup, llamacpp_startup)
+    rows = compare_rows(load_levels(firebox), load_levels(llamacpp), startup, prefill)
     console = Console()
     if not console.is_terminal:  # a log file: rich would wrap the table at 80 columns
         console.width = REPORT_WIDTH
