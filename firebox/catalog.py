@@ -6,7 +6,7 @@
     source = "default"                # default | a .gguf file | a Hugging Face folder | dummy:<config>
                                       # | hf:<org>/<repo>[@<revision>][:<GGUF file or quant>]
     dtype = "auto"                    # auto | float32 | bfloat16 | float16
-    quantization = "auto"             # auto | none | int8 | int4
+    quantization = "auto"             # auto | fast | none | int8 | int4
     max_model_len = 2048              # context length; default: the model's own
     speculative = "ngram"             # off | ngram; default: firebox serve --speculative
     serverless = true                 # served from the shared pool; false: deployments only

@@ -25,7 +25,7 @@ DEFAULT_MODEL_SOURCE = "default"
 MIB = 1024 * 1024
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
-Quantization = Literal["auto", "none", "int4", "int8"]
+Quantization = Literal["auto", "fast", "none", "int4", "int8"]
 AttentionBackendName = Literal["auto", "native", "torch"]
 SpeculativeMethod = Literal["off", "ngram", "draft"]
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")

@@ -33,6 +33,7 @@ class NativeLinear:
 
     bits: int  # 4 or 8: the group kernel over packed/scale (low: 4-bit only); 0: the dense weight
     out_features: int
+    activation_bits: int = 16  # of a 4-bit layer: 8 or 16
     packed: torch.Tensor = _EMPTY
     scale: torch.Tensor = _EMPTY
     low: torch.Tensor = _EMPTY
@@ -59,7 +60,7 @@ class NativeLayer:
         for linear in (self.qkv, self.o, self.gate_up, self.down):
             bias = _EMPTY if linear.bias is None else linear.bias
             tensors += [linear.packed, linear.scale, linear.low, linear.dense, bias]
-            ints += [linear.bits, linear.out_features, int(linear.bias is not None)]
+            ints += [linear.bits, linear.out_features, int(linear.bias is not None), linear.activation_bits]
         stack.add_layer(tensors, ints + [self.sliding_window])
 
 
@@ -71,9 +72,11 @@ def native_linear(linear: Linear) -> NativeLinear | None:
         return NativeLinear(0, sum(linear.output_sizes), dense=linear.weight.detach(), bias=bias)
     weight = kernel.weight if isinstance(kernel, GroupKernel) else None
     if isinstance(weight, Q4Weight):
-        return NativeLinear(4, weight.out_features, weight.packed, weight.scale, weight.low, bias=bias)
+        return NativeLinear(
+            4, weight.out_features, weight.activation_bits, weight.packed, weight.scale, weight.low, bias=bias
+        )
     if isinstance(weight, Q8Weight):
-        return NativeLinear(8, weight.out_features, weight.packed, weight.scale, bias=bias)
+        return NativeLinear(8, weight.out_features, 16, weight.packed, weight.scale, bias=bias)
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -25,29 +26,39 @@ pytestmark = pytest.mark.skipif(not load_native(), reason="the native kernels di
 
 
 def _q4_reference(weight: torch.Tensor) -> torch.Tensor:
-    """What the 4-bit grid makes of `weight`: per 32 columns, 16 levels from min to max."""
+    """What the 4-bit grid makes of `weight`: per 32 columns, 16 levels from min to max, the
+    offset and the scale held in fp16."""
     groups = weight.view(weight.shape[0], -1, 32)
-    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
-    scale = (high - low) / 15
+    low = groups.amin(-1, keepdim=True).half().float()
+    scale = ((groups.amax(-1, keepdim=True) - low) / 15).half().float()
     return (((groups - low) / scale).round().clamp(0, 15) * scale + low).view_as(weight)
 
 
 def _q8_reference(weight: torch.Tensor) -> torch.Tensor:
     groups = weight.view(weight.shape[0], -1, 32)
-    scale = groups.abs().amax(-1, keepdim=True) / 127
+    scale = (groups.abs().amax(-1, keepdim=True) / 127).half().float()
     return ((groups / scale).round().clamp(-127, 127) * scale).view_as(weight)
 
 
-def _assert_within_int16_rounding(got: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> None:
-    """The group kernels round x per group of 32 to int16 (half a step: max|x in group| / 65534):
-    the result may differ from x @ weight.T by that rounding times the group's |weights|, plus
-    fp32 summation error, and by nothing more."""
+def _assert_within_activation_rounding(
+    got: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, activation_bits: int, q4: bool = True
+) -> None:
+    """The group kernels round x per group of 32, to int16 (or int8 against 4-bit weights that
+    ask for it; half a step: max|x in group| / 65534, or / 254), and multiply the rounded x
+    by the levels (w - low, the offset applied to x's exact sum): the result may differ from
+    x @ weight.T by that rounding times the group's |w - low|, plus fp32 summation error, and by
+    nothing more."""
     rows, cols = x.shape[0], weight.shape[0]
     group_max = x.abs().view(rows, -1, 32).amax(-1)  # [rows, groups]
-    group_weight = weight.abs().view(cols, -1, 32).sum(-1)  # [cols, groups]
-    bound = group_max @ group_weight.T / 65534 + 1e-5 * (x.abs() @ weight.abs().T) + 1e-5
+    groups = weight.view(cols, -1, 32)
+    levels = groups - groups.amin(-1, keepdim=True) if q4 else groups  # a q4 grid's low is its group's min
+    group_weight = levels.abs().sum(-1)  # [cols, groups]
+    half_steps = 254 if activation_bits == 8 else 65534
+    bound = group_max @ group_weight.T / half_steps + 1e-5 * (x.abs() @ weight.abs().T) + 1e-5
     error = (got - x @ weight.T).abs()
-    assert (error <= bound).all(), f"error {error.max():.2e} beyond int16 rounding"
+    assert (error <= bound).all(), f"error {error.max():.2e} beyond the activations' rounding"
+    if activation_bits == 8:  # and it really rounds to int8: far beyond what int16 would
+        assert error.max() > 4 * (group_max @ group_weight.T / 65534).max()
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 13])
@@ -56,17 +67,21 @@ def test_group_kernels_equal_a_matmul_with_the_dequantized_weight(rows: int) -> 
     weight, x = torch.randn(200, 96), torch.randn(rows, 96)  # 200 columns: a partial last block of 16
     x[:, 5] *= 50  # an outlier channel: its group's grid is coarser, the other groups' are not
     for packed, reference in ((quantize_q4(weight), _q4_reference), (quantize_q8(weight), _q8_reference)):
-        _assert_within_int16_rounding(packed.matmul(x), x, reference(weight))
+        _assert_within_activation_rounding(packed.matmul(x), x, reference(weight), 16, q4=reference is _q4_reference)
+    fast = dataclasses.replace(quantize_q4(weight), activation_bits=8)
+    _assert_within_activation_rounding(fast.matmul(x), x, _q4_reference(weight), activation_bits=8)
 
 
 def test_q4_repacks_a_q4_1_grid_without_loss() -> None:
     torch.manual_seed(0)
     q = torch.randint(0, 16, (64, 128)).float()
     q[:, ::32], q[:, 1::32] = 0, 15  # as GGUF's quantizer: every group spans the whole range
-    scale, low = torch.rand(64, 4, 1) + 0.1, torch.randn(64, 4, 1)
+    scale, low = (torch.rand(64, 4, 1) + 0.1).half().float(), torch.randn(64, 4, 1).half().float()  # fp16, as GGUF
     weight = (q.view(64, 4, 32) * scale + low).view(64, 128)
     x = torch.randn(2, 128)
-    _assert_within_int16_rounding(quantize_q4(weight).matmul(x), x, weight)
+    for activation_bits in (16, 8):
+        packed = dataclasses.replace(quantize_q4(weight), activation_bits=activation_bits)
+        _assert_within_activation_rounding(packed.matmul(x), x, weight, activation_bits)
     torch.testing.assert_close(quantize_tinygemm_int4(weight).matmul(x), x @ weight.T, rtol=1e-4, atol=1e-3)
 
 
@@ -84,7 +99,8 @@ def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch() -> None:
     counts, but every row's result must be bit-identical to computing that row alone."""
     torch.manual_seed(3)
     weight = torch.randn(100, 64)
-    for packed in (quantize_q4(weight), quantize_q8(weight)):
+    q4 = quantize_q4(weight)
+    for packed in (q4, dataclasses.replace(q4, activation_bits=8), quantize_q8(weight)):
         rows = torch.randn(11, 64)
         alone = torch.cat([packed.matmul(rows[i : i + 1]) for i in range(11)])
         for count in (2, 3, 4, 5, 8, 11):

@@ -28,7 +28,7 @@ def _packed_layers(hf: torch.nn.Module, quantization: str, streamed: bool) -> di
     return {name: m.kernel for name, m in model.named_modules() if isinstance(m, Linear)}
 
 
-@pytest.mark.parametrize("quantization", ["auto", "int8"])
+@pytest.mark.parametrize("quantization", ["auto", "fast", "int8"])
 def test_streamed_packing_equals_packing_after_load(quantization: str) -> None:
     hf = make_hf_model(LlamaForCausalLM, LlamaConfig(**tiny(tie_word_embeddings=False)))
     streamed, loaded = _packed_layers(hf, quantization, True), _packed_layers(hf, quantization, False)
@@ -38,6 +38,9 @@ def test_streamed_packing_equals_packing_after_load(quantization: str) -> None:
         for field in ("packed", "scale", "low") if hasattr(kernel.weight, "low") else ("packed", "scale"):
             assert torch.equal(getattr(kernel.weight, field), getattr(loaded[name].weight, field)), (name, field)
         assert kernel.weight.out_features == loaded[name].weight.out_features
+        if hasattr(kernel.weight, "low"):  # 4-bit: int8 activations in `fast` only
+            expected_bits = 8 if quantization == "fast" else 16
+            assert kernel.weight.activation_bits == loaded[name].weight.activation_bits == expected_bits, name
 
 
 def test_the_sink_takes_every_tensor_of_the_packed_layers() -> None:

@@ -20,13 +20,14 @@ namespace {
 struct StackLinear {
   int64_t bits = 0;               // 4 or 8: the group kernel; 0: the dense weight
   int64_t out_features = 0;
+  int64_t activation_bits = 16;   // of a q4 layer: 8 or 16
   at::Tensor packed, scale, low;  // group weights (low: q4 only)
   at::Tensor dense;               // [out, in] fp32, when bits == 0
   at::Tensor bias;                // undefined when the layer has none
 
   at::Tensor operator()(const at::Tensor& x) const {
     if (bits == 0) return at::linear(x, dense, bias);
-    at::Tensor out = bits == 4 ? firebox::q4_matmul(x, packed, scale, low, out_features)
+    at::Tensor out = bits == 4 ? firebox::q4_matmul(x, packed, scale, low, out_features, activation_bits)
                                : firebox::q8_matmul(x, packed, scale, out_features);
     return bias.defined() ? out.add_(bias) : out;
   }
@@ -47,21 +48,23 @@ class DecoderStack : public torch::CustomClassHolder {
 
   // As models/native_stack.py's NativeLayer.add_to lays them out:
   // tensors: input_norm, post_norm, then for qkv, o, gate_up, down: packed, scale, low, dense, bias
-  // ints:    for qkv, o, gate_up, down: bits, out_features, has_bias; then the sliding window
+  // ints:    for qkv, o, gate_up, down: bits, out_features, has_bias, activation_bits; then the
+  //          sliding window
   void add_layer(std::vector<at::Tensor> tensors, std::vector<int64_t> ints) {
-    TORCH_CHECK(tensors.size() == 2 + 4 * 5 && ints.size() == 4 * 3 + 1, "add_layer: 22 tensors and 13 ints");
-    StackLayer layer{tensors[0], tensors[1], {}, {}, {}, {}, ints[4 * 3]};
+    TORCH_CHECK(tensors.size() == 2 + 4 * 5 && ints.size() == 4 * 4 + 1, "add_layer: 22 tensors and 17 ints");
+    StackLayer layer{tensors[0], tensors[1], {}, {}, {}, {}, ints[4 * 4]};
     StackLinear* linears[] = {&layer.qkv, &layer.o, &layer.gate_up, &layer.down};
     for (int i = 0; i < 4; ++i) {
       StackLinear& lin = *linears[i];
       const at::Tensor* t = &tensors[2 + 5 * i];
-      lin.bits = ints[3 * i];
-      lin.out_features = ints[3 * i + 1];
+      lin.bits = ints[4 * i];
+      lin.out_features = ints[4 * i + 1];
+      lin.activation_bits = ints[4 * i + 3];
       lin.packed = t[0];
       lin.scale = t[1];
       lin.low = t[2];
       lin.dense = t[3];
-      if (ints[3 * i + 2] != 0) lin.bias = t[4];
+      if (ints[4 * i + 2] != 0) lin.bias = t[4];
     }
     layers_.push_back(std::move(layer));
   }

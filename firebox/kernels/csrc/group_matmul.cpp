@@ -1,21 +1,25 @@
 // Group-quantized matmul: out[m, n] = sum_k x[m, k] * w[n, k], for any number of rows m.
 //
 // Weights keep the checkpoint's 4- or 8-bit grid, one scale (and for q4 one offset) per group of
-// 32 inputs:
+// 32 inputs, both fp16 (as GGUF stores them: a Q4_0/Q4_1 grid repacks without loss):
 //   q4: w[n, k] = scale[n, g] * q + low[n, g],  q in 0..15     (GGUF Q4_1's grid)
 //   q8: w[n, k] = scale[n, g] * q,              q in -127..127 (GGUF Q8_0's grid)
-// Activations are quantized on entry, per row and group of 32, to int16 with their own scale
-// (max |x| / 32767: a relative error near 1e-5, far below the weights' own), and each group's
-// exact fp32 sum is kept for the `low` term. Products are then integer multiply-adds of 16-bit
-// pairs (AVX-512 VNNI `vpdpwssd` where the CPU has it), exact in int32 within a group.
+// Activations are quantized on entry, per row and group of 32, with their own scale, and each
+// group's exact fp32 sum is kept for the `low` term:
+//   for q4 weights to int8 (max |x| / 127: a rounding far below the 4-bit weights' own), and the
+//     products are u8 x s8 multiply-adds (`vpmaddubsw`, or AVX-512 VNNI `vpdpbusd`), four a lane;
+//   for q8 weights to int16 (max |x| / 32767: a relative error near 1e-5), and the products are
+//     multiply-adds of 16-bit pairs (`vpmaddwd`, or VNNI `vpdpwssd`).
+// Either way the integer sums of a group are exact.
 //
-// Layout: output columns in blocks of 16 (one SIMD register of fp32 lanes), and within a block
-// and a group, the 32 inputs as 16 pairs (k, k+1):
-//   q4 nib   [N/16, G, 16 pairs, 16 columns] uint8: low nibble q[n, 2j], high nibble q[n, 2j+1]
-//   q8 w     [N/16, G, 16 pairs, 16 columns, 2] int8
-//   scale, low [N/16, G, 16] fp32
-// so one load widens to a register of (w[n, 2j], w[n, 2j+1]) int16 pairs for 16 columns, and one
-// `vpdpwssd` against the broadcast pair (x[m, 2j], x[m, 2j+1]) adds 32 products.
+// Layout: output columns in blocks of 16 (one AVX-512 register of fp32 lanes, two AVX2 ones):
+//   q4 words [N/16, G, 4 quads, 16 columns] uint32: byte b of quad u of column n holds
+//            q[n, 8u + b] in its low nibble and q[n, 8u + 4 + b] in its high one
+//   q8 w     [N/16, G, 16 pairs, 16 columns, 2] int8: the pairs (k, k+1)
+//   scale, low [N/16, G, 16] fp16
+// so a load of quad u, masked (and shifted) per nibble, gives for the block's columns the 4 bytes
+// that one multiply-add takes against the broadcast activations x[m, 8u..8u+3] (or 8u+4..8u+7);
+// a q8 load widens to (w[n, 2j], w[n, 2j+1]) int16 pairs against the broadcast (x[2j], x[2j+1]).
 //
 // Batch invariance: every output element goes through the same operations in the same order
 // however many rows the call has and however rows and columns are tiled (the int32 sums are
@@ -31,6 +35,7 @@
 #include <cstdint>
 #include <limits>
 #include <tuple>
+#include <type_traits>
 
 #include "ops.h"
 
@@ -43,12 +48,14 @@ constexpr int64_t kBlock = 16;  // output columns per block
 // --- activations ------------------------------------------------------------------------------
 
 struct QuantizedRows {
-  at::Tensor q;      // [M, K] int16
+  at::Tensor q;      // [M, K] int16 (q8 weights) or int8 (q4 weights)
   at::Tensor scale;  // [M, K / 32] fp32
   at::Tensor sum;    // [M, K / 32] fp32
 };
 
-void quantize_row_groups(const float* x, int64_t num_groups, int16_t* q, float* scale, float* sum) {
+template <typename T>
+void quantize_row_groups(const float* x, int64_t num_groups, T* q, float* scale, float* sum) {
+  constexpr float kMax = std::is_same_v<T, int8_t> ? 127.f : 32767.f;  // symmetric: no -128 / -32768
   for (int64_t i = 0; i < num_groups; ++i) {
     const float* xg = x + i * kGroup;
     float amax = 0.f, s = 0.f;
@@ -57,20 +64,22 @@ void quantize_row_groups(const float* x, int64_t num_groups, int16_t* q, float* 
       amax = std::max(amax, std::fabs(xg[k]));
       s += xg[k];
     }
-    const float inv = amax > 0.f ? 32767.f / amax : 0.f;
+    const float inv = amax > 0.f ? kMax / amax : 0.f;
 #pragma omp simd
-    for (int64_t k = 0; k < kGroup; ++k) q[i * kGroup + k] = static_cast<int16_t>(std::nearbyint(xg[k] * inv));
-    scale[i] = amax / 32767.f;
+    for (int64_t k = 0; k < kGroup; ++k) q[i * kGroup + k] = static_cast<T>(std::nearbyint(xg[k] * inv));
+    scale[i] = amax / kMax;
     sum[i] = s;
   }
 }
 
+template <typename T>
 QuantizedRows quantize_rows(const at::Tensor& x) {
   const int64_t M = x.size(0), K = x.size(1), groups = K / kGroup;
-  QuantizedRows r{at::empty({M, K}, x.options().dtype(at::kShort)), at::empty({M, groups}, x.options()),
+  const auto dtype = std::is_same_v<T, int8_t> ? at::kChar : at::kShort;
+  QuantizedRows r{at::empty({M, K}, x.options().dtype(dtype)), at::empty({M, groups}, x.options()),
                   at::empty({M, groups}, x.options())};
   const float* xp = x.data_ptr<float>();
-  int16_t* q = r.q.data_ptr<int16_t>();
+  T* q = static_cast<T*>(r.q.data_ptr());
   float* scale = r.scale.data_ptr<float>();
   float* sum = r.sum.data_ptr<float>();
   at::parallel_for(0, M, 8, [&](int64_t begin, int64_t end) {
@@ -97,15 +106,45 @@ inline I dot_pairs(I acc, I w, const int16_t* x_pair) {  // acc[n] += w[n].lo * 
   return _mm512_add_epi32(acc, _mm512_madd_epi16(w, xb));
 #endif
 }
-inline I unpack_q4(const uint8_t* p) {  // 16 bytes -> 16 lanes of (low nibble, high nibble) int16
-  const I b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  // (b | b << 12) & 0x000F000F: the low nibble in bits 0-3, the high one in bits 16-19
-  return _mm512_ternarylogic_epi32(b, _mm512_slli_epi32(b, 12), _mm512_set1_epi32(0x000F000F), 0xA8);
+inline I load_quad(const uint32_t* p) { return _mm512_loadu_si512(p); }
+inline I low_nibbles(I quad) { return _mm512_and_si512(quad, _mm512_set1_epi8(0x0F)); }
+inline I high_nibbles(I quad) { return _mm512_and_si512(_mm512_srli_epi16(quad, 4), _mm512_set1_epi8(0x0F)); }
+// acc[n] += sum over b < 4 of w[n].byte(b) * x[b]: u8 weights by s8 activations. With VNNI acc
+// holds int32 sums; without, int16 pair sums (at most 16 * 15 * 127 = 30480 a group: no overflow),
+// widened once a group by `group_dot`.
+inline I dot_quads(I acc, I w, const int8_t* x4) {
+  const I xb = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(x4));
+#if defined(__AVX512VNNI__)
+  return _mm512_dpbusd_epi32(acc, w, xb);
+#else
+  return _mm512_add_epi16(acc, _mm512_maddubs_epi16(w, xb));
+#endif
+}
+inline I group_dot(I acc) {
+#if defined(__AVX512VNNI__)
+  return acc;
+#else
+  return _mm512_madd_epi16(acc, _mm512_set1_epi16(1));
+#endif
+}
+// int16 activations against q4 words: the 4 bytes of a column widen to int16 and meet the
+// broadcast (x[k], .., x[k+3]) in two pair sums per column, `first` for columns 0-7 and `second`
+// for 8-15; `combine_pairs` adds each column's two (and puts the columns in order) once a group.
+inline void dot_quads16(I& first, I& second, I w, const int16_t* x4) {
+  const I xb = _mm512_set1_epi64(*reinterpret_cast<const int64_t*>(x4));
+  first = _mm512_add_epi32(first, _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(w)), xb));
+  second = _mm512_add_epi32(second, _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(w, 1)), xb));
+}
+inline I combine_pairs(I first, I second) {
+  const I even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const I odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  return _mm512_add_epi32(_mm512_permutex2var_epi32(first, even, second), _mm512_permutex2var_epi32(first, odd, second));
 }
 inline I unpack_q8(const int8_t* p) {  // 32 bytes -> 16 lanes of int16 pairs
   return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 inline F fload(const float* p) { return _mm512_loadu_ps(p); }
+inline F fload_half(const at::Half* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
 inline F fset1(float v) { return _mm512_set1_ps(v); }
 inline F fmul(F a, F b) { return _mm512_mul_ps(a, b); }
 inline F ffma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
@@ -122,16 +161,46 @@ inline I dot_pairs(I acc, I w, const int16_t* x_pair) {
   const __m256i xb = _mm256_set1_epi32(*reinterpret_cast<const int32_t*>(x_pair));
   return {_mm256_add_epi32(acc.a, _mm256_madd_epi16(w.a, xb)), _mm256_add_epi32(acc.b, _mm256_madd_epi16(w.b, xb))};
 }
-inline __m256i unpack_q4_half(const uint8_t* p) {
-  const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_and_si256(_mm256_or_si256(b, _mm256_slli_epi32(b, 12)), _mm256_set1_epi32(0x000F000F));
+inline I load_quad(const uint32_t* p) {
+  return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 8))};
 }
-inline I unpack_q4(const uint8_t* p) { return {unpack_q4_half(p), unpack_q4_half(p + 8)}; }
+inline I low_nibbles(I quad) {
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  return {_mm256_and_si256(quad.a, mask), _mm256_and_si256(quad.b, mask)};
+}
+inline I high_nibbles(I quad) {
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  return {_mm256_and_si256(_mm256_srli_epi16(quad.a, 4), mask), _mm256_and_si256(_mm256_srli_epi16(quad.b, 4), mask)};
+}
+inline I dot_quads(I acc, I w, const int8_t* x4) {  // int16 pair sums: see the AVX-512 version
+  const __m256i xb = _mm256_set1_epi32(*reinterpret_cast<const int32_t*>(x4));
+  return {_mm256_add_epi16(acc.a, _mm256_maddubs_epi16(w.a, xb)), _mm256_add_epi16(acc.b, _mm256_maddubs_epi16(w.b, xb))};
+}
+inline I group_dot(I acc) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  return {_mm256_madd_epi16(acc.a, ones), _mm256_madd_epi16(acc.b, ones)};
+}
+inline void dot_quads16(I& first, I& second, I w, const int16_t* x4) {  // see the AVX-512 version
+  const __m256i xb = _mm256_set1_epi64x(*reinterpret_cast<const int64_t*>(x4));
+  const auto widen = [](__m128i v) { return _mm256_cvtepu8_epi16(v); };
+  first.a = _mm256_add_epi32(first.a, _mm256_madd_epi16(widen(_mm256_castsi256_si128(w.a)), xb));    // columns 0-3
+  second.a = _mm256_add_epi32(second.a, _mm256_madd_epi16(widen(_mm256_extracti128_si256(w.a, 1)), xb));  // 4-7
+  first.b = _mm256_add_epi32(first.b, _mm256_madd_epi16(widen(_mm256_castsi256_si128(w.b)), xb));    // 8-11
+  second.b = _mm256_add_epi32(second.b, _mm256_madd_epi16(widen(_mm256_extracti128_si256(w.b, 1)), xb));  // 12-15
+}
+inline I combine_pairs(I first, I second) {  // hadd leaves columns 0 1 4 5 | 2 3 6 7: swap the middle
+  return {_mm256_permute4x64_epi64(_mm256_hadd_epi32(first.a, second.a), 0xD8),
+          _mm256_permute4x64_epi64(_mm256_hadd_epi32(first.b, second.b), 0xD8)};
+}
 inline I unpack_q8(const int8_t* p) {
   return {_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
           _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)))};
 }
 inline F fload(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+inline F fload_half(const at::Half* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return {_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1))};
+}
 inline F fset1(float v) { return {_mm256_set1_ps(v), _mm256_set1_ps(v)}; }
 inline F fmul(F x, F y) { return {_mm256_mul_ps(x.a, y.a), _mm256_mul_ps(x.b, y.b)}; }
 inline F ffma(F x, F y, F z) { return {_mm256_fmadd_ps(x.a, y.a, z.a), _mm256_fmadd_ps(x.b, y.b, z.b)}; }
@@ -142,25 +211,62 @@ inline void fstore(float* p, F v) {
 }
 #endif
 
+// What a call multiplies: 4-bit weights by int8 or int16 activations, or 8-bit ones by int16.
+enum Kind { kQ4x8, kQ4x16, kQ8x16 };
+
 struct GroupWeights {
-  int bits;              // 4 or 8
-  const uint8_t* q4;     // [NB, G, 16, 16]
-  const int8_t* q8;      // [NB, G, 16, 16, 2]
-  const float* scale;    // [NB, G, 16]
-  const float* low;      // [NB, G, 16]; q4 only
+  Kind kind;
+  const uint32_t* q4;      // [NB, G, 4, 16]
+  const int8_t* q8;        // [NB, G, 16, 16, 2]
+  const at::Half* scale;   // [NB, G, 16]
+  const at::Half* low;     // [NB, G, 16]; q4 only
   int64_t groups;
 };
 
 struct Rows {
-  const int16_t* q;
+  const void* q;  // int8 for q4 weights, int16 for q8 ones
   const float* scale;
   const float* sum;
   int64_t K, groups;
 };
 
 #if defined(FIREBOX_GROUP_SIMD)
+template <int MT, int NT>
+inline void add_pair(I (&dots)[MT][NT], const I (&wv)[NT], const Rows& x, int64_t m0, int64_t k) {
+  const int16_t* xq = static_cast<const int16_t*>(x.q);
+  for (int c = 0; c < NT; ++c)
+    for (int r = 0; r < MT; ++r) dots[r][c] = dot_pairs(dots[r][c], wv[c], xq + (m0 + r) * x.K + k);
+}
+
+// Quad u of a group: inputs 8u..8u+3 in the low nibbles of a column's word, 8u+4..8u+7 in the high.
+template <int MT, int NT>
+inline void add_quad(I (&dots)[MT][NT], const I (&quads)[NT], const Rows& x, int64_t m0, int64_t k) {
+  const int8_t* xq = static_cast<const int8_t*>(x.q);
+  for (int c = 0; c < NT; ++c) {
+    const I lo = low_nibbles(quads[c]), hi = high_nibbles(quads[c]);
+    for (int r = 0; r < MT; ++r) {
+      const int8_t* xr = xq + (m0 + r) * x.K + k;
+      dots[r][c] = dot_quads(dot_quads(dots[r][c], lo, xr), hi, xr + 4);
+    }
+  }
+}
+
+template <int MT, int NT>
+inline void add_quad16(I (&first)[MT][NT], I (&second)[MT][NT], const I (&quads)[NT], const Rows& x, int64_t m0,
+                       int64_t k) {
+  const int16_t* xq = static_cast<const int16_t*>(x.q);
+  for (int c = 0; c < NT; ++c) {
+    const I lo = low_nibbles(quads[c]), hi = high_nibbles(quads[c]);
+    for (int r = 0; r < MT; ++r) {
+      const int16_t* xr = xq + (m0 + r) * x.K + k;
+      dot_quads16(first[r][c], second[r][c], lo, xr);
+      dot_quads16(first[r][c], second[r][c], hi, xr + 4);
+    }
+  }
+}
+
 // MT rows x NT column blocks of the output, over all groups.
-template <int MT, int NT, int BITS>
+template <int MT, int NT, Kind KIND>
 inline void tile(const GroupWeights& w, const Rows& x, int64_t m0, int64_t nb0, float* out, int64_t N) {
   F acc[MT][NT];
   for (int r = 0; r < MT; ++r)
@@ -169,20 +275,42 @@ inline void tile(const GroupWeights& w, const Rows& x, int64_t m0, int64_t nb0, 
     I dots[MT][NT];
     for (int r = 0; r < MT; ++r)
       for (int c = 0; c < NT; ++c) dots[r][c] = izero();
-    for (int64_t j = 0; j < kPairs; ++j) {
-      for (int c = 0; c < NT; ++c) {
-        const int64_t cell = ((nb0 + c) * w.groups + g) * kPairs + j;
-        const I wv = BITS == 4 ? unpack_q4(w.q4 + cell * kBlock) : unpack_q8(w.q8 + cell * kBlock * 2);
-        for (int r = 0; r < MT; ++r) dots[r][c] = dot_pairs(dots[r][c], wv, x.q + (m0 + r) * x.K + g * kGroup + 2 * j);
+    const auto load_quads = [&](I (&quads)[NT], int64_t u) {
+      for (int c = 0; c < NT; ++c) quads[c] = load_quad(w.q4 + (((nb0 + c) * w.groups + g) * 4 + u) * kBlock);
+    };
+    if constexpr (KIND == kQ4x8) {
+      for (int64_t u = 0; u < 4; ++u) {
+        I quads[NT];
+        load_quads(quads, u);
+        add_quad<MT, NT>(dots, quads, x, m0, g * kGroup + 8 * u);
+      }
+      for (int r = 0; r < MT; ++r)
+        for (int c = 0; c < NT; ++c) dots[r][c] = group_dot(dots[r][c]);
+    } else if constexpr (KIND == kQ4x16) {
+      I second[MT][NT];
+      for (int r = 0; r < MT; ++r)
+        for (int c = 0; c < NT; ++c) second[r][c] = izero();
+      for (int64_t u = 0; u < 4; ++u) {
+        I quads[NT];
+        load_quads(quads, u);
+        add_quad16<MT, NT>(dots, second, quads, x, m0, g * kGroup + 8 * u);
+      }
+      for (int r = 0; r < MT; ++r)
+        for (int c = 0; c < NT; ++c) dots[r][c] = combine_pairs(dots[r][c], second[r][c]);
+    } else {
+      for (int64_t j = 0; j < kPairs; ++j) {
+        I wv[NT];
+        for (int c = 0; c < NT; ++c) wv[c] = unpack_q8(w.q8 + (((nb0 + c) * w.groups + g) * kPairs + j) * kBlock * 2);
+        add_pair<MT, NT>(dots, wv, x, m0, g * kGroup + 2 * j);
       }
     }
     for (int c = 0; c < NT; ++c) {
       const int64_t at = ((nb0 + c) * w.groups + g) * kBlock;
-      const F sv = fload(w.scale + at);
+      const F sv = fload_half(w.scale + at);
       for (int r = 0; r < MT; ++r) {
         const int64_t rg = (m0 + r) * x.groups + g;
         acc[r][c] = ffma(fcvt(dots[r][c]), fmul(sv, fset1(x.scale[rg])), acc[r][c]);
-        if (BITS == 4) acc[r][c] = ffma(fload(w.low + at), fset1(x.sum[rg]), acc[r][c]);
+        if (KIND != kQ8x16) acc[r][c] = ffma(fload_half(w.low + at), fset1(x.sum[rg]), acc[r][c]);
       }
     }
   }
@@ -207,59 +335,79 @@ void scalar_tile(const GroupWeights& w, const Rows& x, int64_t m, int64_t nb, fl
     float acc = 0.f;
     for (int64_t g = 0; g < w.groups; ++g) {
       int32_t dot = 0;
-      for (int64_t j = 0; j < kPairs; ++j) {
-        const int64_t cell = ((nb * w.groups + g) * kPairs + j) * kBlock + lane;
-        int32_t w0, w1;
-        if (w.bits == 4) {
-          w0 = w.q4[cell] & 0x0F;
-          w1 = w.q4[cell] >> 4;
+      for (int64_t k = 0; k < kGroup; ++k) {
+        int32_t wk, xk;
+        if (w.kind != kQ8x16) {
+          const uint32_t quad = w.q4[((nb * w.groups + g) * 4 + k / 8) * kBlock + lane];
+          wk = (quad >> (8 * (k % 4) + 4 * ((k % 8) / 4))) & 0x0F;
+          xk = w.kind == kQ4x8 ? static_cast<const int8_t*>(x.q)[m * x.K + g * kGroup + k]
+                               : static_cast<const int16_t*>(x.q)[m * x.K + g * kGroup + k];
         } else {
-          w0 = w.q8[2 * cell];
-          w1 = w.q8[2 * cell + 1];
+          wk = w.q8[(((nb * w.groups + g) * kPairs + k / 2) * kBlock + lane) * 2 + k % 2];
+          xk = static_cast<const int16_t*>(x.q)[m * x.K + g * kGroup + k];
         }
-        dot += w0 * x.q[m * x.K + g * kGroup + 2 * j] + w1 * x.q[m * x.K + g * kGroup + 2 * j + 1];
+        dot += wk * xk;
       }
       const int64_t at = (nb * w.groups + g) * kBlock + lane;
       const int64_t rg = m * x.groups + g;
-      acc = std::fma(static_cast<float>(dot), w.scale[at] * x.scale[rg], acc);
-      if (w.bits == 4) acc = std::fma(w.low[at], x.sum[rg], acc);
+      acc = std::fma(static_cast<float>(dot), static_cast<float>(w.scale[at]) * x.scale[rg], acc);
+      if (w.kind != kQ8x16) acc = std::fma(static_cast<float>(w.low[at]), x.sum[rg], acc);
     }
     out[m * N + nb * kBlock + lane] = acc;
   }
 }
 
-template <int MT, int BITS>
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+constexpr bool kWideRegisters = true;  // 32 registers, one per 16-lane value
+#else
+constexpr bool kWideRegisters = false;  // AVX2: 16 registers, two per 16-lane value
+#endif
+
+// Column blocks per tile for MT rows: as many independent accumulation chains as the registers
+// hold with the weights and the broadcast input (measured: tiles that spill lose).
+template <int MT, Kind KIND>
+constexpr int cols_per_tile() {
+  if constexpr (KIND == kQ4x16) return MT == 1 ? (kWideRegisters ? 4 : 2) : 1;  // two sums a column block
+  if constexpr (kWideRegisters) return MT == 1 ? 4 : 2;
+  return MT <= 2 ? 2 : 1;
+}
+
+template <int MT, Kind KIND>
 void rows_over_blocks(const GroupWeights& w, const Rows& x, int64_t m0, int64_t nb_begin, int64_t nb_end, float* out,
                       int64_t N) {
 #if defined(FIREBOX_GROUP_SIMD)
-  // More column blocks per tile when there are fewer rows: independent accumulation chains.
-  constexpr int NT = MT == 1 ? 4 : 2;
+  constexpr int NT = cols_per_tile<MT, KIND>();
   int64_t nb = nb_begin;
-  for (; nb + NT <= nb_end; nb += NT) tile<MT, NT, BITS>(w, x, m0, nb, out, N);
-  for (; nb < nb_end; ++nb) tile<MT, 1, BITS>(w, x, m0, nb, out, N);
+  for (; nb + NT <= nb_end; nb += NT) tile<MT, NT, KIND>(w, x, m0, nb, out, N);
+  for (; nb < nb_end; ++nb) tile<MT, 1, KIND>(w, x, m0, nb, out, N);
 #else
   for (int64_t r = 0; r < MT; ++r)
     for (int64_t nb = nb_begin; nb < nb_end; ++nb) scalar_tile(w, x, m0 + r, nb, out, N);
 #endif
 }
 
-template <int BITS>
+template <Kind KIND>
 void matmul_blocks(const GroupWeights& w, const Rows& x, int64_t M, int64_t nb_begin, int64_t nb_end, float* out,
                    int64_t N) {
   // Column blocks outer, rows inner: a slab of weights stays in L1 while every row passes by.
   // Six rows by two column blocks is the largest tile whose 24 accumulators stay in AVX-512's 32
-  // registers with the weights and the broadcast input (measured: larger tiles spill and lose).
+  // registers with the weights and the broadcast input; AVX2's 16 hold four rows by one block.
   constexpr int64_t kSlab = 8;
   for (int64_t s = nb_begin; s < nb_end; s += kSlab) {
     const int64_t e = std::min(nb_end, s + kSlab);
     int64_t m = 0;
-    // sixes, but 7 and 8 left over go as 4 + 3 and 4 + 4, not 6 + 1 and 6 + 2 (thin tiles are slow)
-    for (; M - m >= 6 && M - m != 7 && M - m != 8; m += 6) rows_over_blocks<6, BITS>(w, x, m, s, e, out, N);
-    for (; m + 4 <= M; m += 4) rows_over_blocks<4, BITS>(w, x, m, s, e, out, N);
+    if constexpr (kWideRegisters && KIND != kQ4x16) {
+      // sixes, but 7 and 8 left over go as 4 + 3 and 4 + 4, not 6 + 1 and 6 + 2 (thin tiles are slow)
+      for (; M - m >= 6 && M - m != 7 && M - m != 8; m += 6) rows_over_blocks<6, KIND>(w, x, m, s, e, out, N);
+    }
+    if constexpr (kWideRegisters || KIND != kQ4x16) {  // AVX2 holds two rows of the q4 x int16 sums
+      for (; m + 4 <= M; m += 4) rows_over_blocks<4, KIND>(w, x, m, s, e, out, N);
+    }
+    for (; m + 2 <= M; m += 2) rows_over_blocks<2, KIND>(w, x, m, s, e, out, N);
     switch (M - m) {
-      case 3: rows_over_blocks<3, BITS>(w, x, m, s, e, out, N); break;
-      case 2: rows_over_blocks<2, BITS>(w, x, m, s, e, out, N); break;
-      case 1: rows_over_blocks<1, BITS>(w, x, m, s, e, out, N); break;
+      case 3: rows_over_blocks<3, KIND>(w, x, m, s, e, out, N); break;
+      case 2: rows_over_blocks<2, KIND>(w, x, m, s, e, out, N); break;
+      case 1: rows_over_blocks<1, KIND>(w, x, m, s, e, out, N); break;
       default: break;
     }
   }
@@ -272,43 +420,50 @@ at::Tensor group_matmul(const at::Tensor& x, const GroupWeights& w, int64_t N) {
   TORCH_CHECK(K == w.groups * kGroup, "x has ", K, " columns; the weight expects ", w.groups * kGroup);
   at::Tensor out = at::empty({M, N}, xc.options());
   if (M == 0) return out;
-  const QuantizedRows q = quantize_rows(xc);
-  const Rows rows{q.q.data_ptr<int16_t>(), q.scale.data_ptr<float>(), q.sum.data_ptr<float>(), K, w.groups};
+  const QuantizedRows q = w.kind == kQ4x8 ? quantize_rows<int8_t>(xc) : quantize_rows<int16_t>(xc);
+  const Rows rows{q.q.data_ptr(), q.scale.data_ptr<float>(), q.sum.data_ptr<float>(), K, w.groups};
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, 4, [&](int64_t b, int64_t e) {
-    if (w.bits == 4) {
-      matmul_blocks<4>(w, rows, M, b, e, out.data_ptr<float>(), N);
-    } else {
-      matmul_blocks<8>(w, rows, M, b, e, out.data_ptr<float>(), N);
+    switch (w.kind) {
+      case kQ4x8: matmul_blocks<kQ4x8>(w, rows, M, b, e, out.data_ptr<float>(), N); break;
+      case kQ4x16: matmul_blocks<kQ4x16>(w, rows, M, b, e, out.data_ptr<float>(), N); break;
+      case kQ8x16: matmul_blocks<kQ8x16>(w, rows, M, b, e, out.data_ptr<float>(), N); break;
     }
   });
   return out;
 }
 
-void check_weights(const at::Tensor& packed, const at::Tensor& scale, int64_t N, int64_t per_cell) {
-  TORCH_CHECK(packed.dim() == 4 && packed.is_contiguous() && packed.size(2) == kPairs &&
-              packed.size(3) == kBlock * per_cell, "packed weights: [N/16, groups, 16, ", kBlock * per_cell, "]");
+void check_weights(const at::Tensor& packed, const at::Tensor& scale, int64_t N, int64_t cells, int64_t cell_size) {
+  TORCH_CHECK(packed.dim() == 4 && packed.is_contiguous() && packed.size(2) == cells && packed.size(3) == kBlock * cell_size,
+              "packed weights: [N/16, groups, ", cells, ", ", kBlock * cell_size, "]");
   TORCH_CHECK(packed.size(0) * kBlock >= N && packed.size(0) * kBlock < N + kBlock, "N does not match the blocks");
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous() && scale.numel() == packed.size(0) * packed.size(1) * kBlock,
-              "scales: fp32 [N/16, groups, 16]");
+  TORCH_CHECK(scale.scalar_type() == at::kHalf && scale.is_contiguous() && scale.numel() == packed.size(0) * packed.size(1) * kBlock,
+              "scales: fp16 [N/16, groups, 16]");
 }
 
 // --- packing ----------------------------------------------------------------------------------
 // The layouts above from an fp32 [N, K] weight, with the same arithmetic as quant.py's reference
-// (q4_grid / quantize_q8): torch rounds half to even, as nearbyint does here. Columns past N (the
-// padding of the last block) are zero.
+// (q4_grid / quantize_q8): the scale and offset are rounded to fp16 first and the levels computed
+// from the rounded values, and torch rounds half to even, as nearbyint and at::Half do here.
+// Columns past N (the padding of the last block) are zero.
 
-void pack_block_q4(const float* w, int64_t N, int64_t K, int64_t nb, uint8_t* packed, float* scale, float* low) {
+constexpr float kSmallestScale = 5.9604645e-08f;  // 2^-24, fp16's smallest subnormal
+
+inline float to_half(float v, at::Half* out) {  // stores v as fp16 and returns what was stored
+  *out = at::Half(v);
+  return static_cast<float>(*out);
+}
+
+void pack_block_q4(const float* w, int64_t N, int64_t K, int64_t nb, uint32_t* words, at::Half* scale, at::Half* low) {
   const int64_t groups = K / kGroup;
   for (int64_t c = 0; c < kBlock; ++c) {
     const int64_t n = nb * kBlock + c;
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t at = (nb * groups + g) * kBlock + c;
-      uint8_t* cells = packed + (nb * groups + g) * kPairs * kBlock + c;
+      uint32_t* quads = words + (nb * groups + g) * 4 * kBlock + c;  // quad u at quads[u * kBlock]
+      for (int64_t u = 0; u < 4; ++u) quads[u * kBlock] = 0;
       if (n >= N) {
-        scale[at] = 0.f;
-        low[at] = 0.f;
-        for (int64_t j = 0; j < kPairs; ++j) cells[j * kBlock] = 0;
+        scale[at] = low[at] = at::Half(0.f);
         continue;
       }
       const float* wg = w + n * K + g * kGroup;
@@ -317,20 +472,17 @@ void pack_block_q4(const float* w, int64_t N, int64_t K, int64_t nb, uint8_t* pa
         lo = std::min(lo, wg[k]);
         hi = std::max(hi, wg[k]);
       }
-      const float sc = std::max((hi - lo) / 15.f, std::numeric_limits<float>::min());
-      scale[at] = sc;
-      low[at] = lo;
-      for (int64_t j = 0; j < kPairs; ++j) {
-        const auto level = [&](float v) {
-          return static_cast<uint8_t>(std::min(15.f, std::max(0.f, std::nearbyint((v - lo) / sc))));
-        };
-        cells[j * kBlock] = level(wg[2 * j]) | (level(wg[2 * j + 1]) << 4);
+      lo = to_half(lo, low + at);
+      const float sc = to_half(std::max((hi - lo) / 15.f, kSmallestScale), scale + at);
+      for (int64_t k = 0; k < kGroup; ++k) {
+        const uint32_t level = static_cast<uint32_t>(std::min(15.f, std::max(0.f, std::nearbyint((wg[k] - lo) / sc))));
+        quads[(k / 8) * kBlock] |= level << (8 * (k % 4) + 4 * ((k % 8) / 4));
       }
     }
   }
 }
 
-void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* packed, float* scale) {
+void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* packed, at::Half* scale) {
   const int64_t groups = K / kGroup;
   for (int64_t c = 0; c < kBlock; ++c) {
     const int64_t n = nb * kBlock + c;
@@ -338,15 +490,14 @@ void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* pac
       const int64_t at = (nb * groups + g) * kBlock + c;
       int8_t* cells = packed + ((nb * groups + g) * kPairs * kBlock + c) * 2;
       if (n >= N) {
-        scale[at] = 0.f;
+        scale[at] = at::Half(0.f);
         for (int64_t j = 0; j < kPairs; ++j) cells[j * kBlock * 2] = cells[j * kBlock * 2 + 1] = 0;
         continue;
       }
       const float* wg = w + n * K + g * kGroup;
       float amax = 0.f;
       for (int64_t k = 0; k < kGroup; ++k) amax = std::max(amax, std::fabs(wg[k]));
-      const float sc = std::max(amax / 127.f, std::numeric_limits<float>::min());
-      scale[at] = sc;
+      const float sc = to_half(std::max(amax / 127.f, kSmallestScale), scale + at);
       for (int64_t k = 0; k < kGroup; ++k)
         cells[(k / 2) * kBlock * 2 + k % 2] =
             static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(wg[k] / sc))));
@@ -366,13 +517,13 @@ namespace firebox {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4(at::Tensor weight) {
   const at::Tensor w = checked_weight(weight);
   const int64_t N = w.size(0), K = w.size(1), groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
-  at::Tensor packed = at::empty({blocks, groups, kPairs, kBlock}, w.options().dtype(at::kByte));
-  at::Tensor scale = at::empty({blocks, groups, kBlock}, w.options());
-  at::Tensor low = at::empty({blocks, groups, kBlock}, w.options());
+  at::Tensor packed = at::empty({blocks, groups, 4, kBlock}, w.options().dtype(at::kInt));
+  at::Tensor scale = at::empty({blocks, groups, kBlock}, w.options().dtype(at::kHalf));
+  at::Tensor low = at::empty({blocks, groups, kBlock}, w.options().dtype(at::kHalf));
   at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
     for (int64_t nb = b; nb < e; ++nb)
-      pack_block_q4(w.data_ptr<float>(), N, K, nb, packed.data_ptr<uint8_t>(), scale.data_ptr<float>(),
-                    low.data_ptr<float>());
+      pack_block_q4(w.data_ptr<float>(), N, K, nb, reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>()),
+                    scale.data_ptr<at::Half>(), low.data_ptr<at::Half>());
   });
   return {packed, scale, low};
 }
@@ -381,34 +532,36 @@ std::tuple<at::Tensor, at::Tensor> pack_q8(at::Tensor weight) {
   const at::Tensor w = checked_weight(weight);
   const int64_t N = w.size(0), K = w.size(1), groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
   at::Tensor packed = at::empty({blocks, groups, kPairs, kBlock * 2}, w.options().dtype(at::kChar));
-  at::Tensor scale = at::empty({blocks, groups, kBlock}, w.options());
+  at::Tensor scale = at::empty({blocks, groups, kBlock}, w.options().dtype(at::kHalf));
   at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
     for (int64_t nb = b; nb < e; ++nb)
-      pack_block_q8(w.data_ptr<float>(), N, K, nb, packed.data_ptr<int8_t>(), scale.data_ptr<float>());
+      pack_block_q8(w.data_ptr<float>(), N, K, nb, packed.data_ptr<int8_t>(), scale.data_ptr<at::Half>());
   });
   return {packed, scale};
 }
 
-at::Tensor q4_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low, int64_t N) {
-  check_weights(packed, scale, N, 1);
-  TORCH_CHECK(packed.scalar_type() == at::kByte, "q4 weights are uint8");
-  TORCH_CHECK(low.sizes() == scale.sizes() && low.is_contiguous() && low.scalar_type() == at::kFloat, "low: like scale");
-  const GroupWeights w{4, packed.data_ptr<uint8_t>(), nullptr, scale.data_ptr<float>(), low.data_ptr<float>(),
-                       packed.size(1)};
+at::Tensor q4_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low, int64_t N,
+                     int64_t activation_bits) {
+  check_weights(packed, scale, N, 4, 1);
+  TORCH_CHECK(activation_bits == 8 || activation_bits == 16, "activation_bits: 8 or 16");
+  TORCH_CHECK(packed.scalar_type() == at::kInt, "q4 weights are int32 quads");
+  TORCH_CHECK(low.sizes() == scale.sizes() && low.is_contiguous() && low.scalar_type() == at::kHalf, "low: like scale");
+  const GroupWeights w{activation_bits == 8 ? kQ4x8 : kQ4x16, reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>()), nullptr,
+                       scale.data_ptr<at::Half>(), low.data_ptr<at::Half>(), packed.size(1)};
   return group_matmul(x, w, N);
 }
 
 at::Tensor q8_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, int64_t N) {
-  check_weights(packed, scale, N, 2);
+  check_weights(packed, scale, N, kPairs, 2);
   TORCH_CHECK(packed.scalar_type() == at::kChar, "q8 weights are int8");
-  const GroupWeights w{8, nullptr, packed.data_ptr<int8_t>(), scale.data_ptr<float>(), nullptr, packed.size(1)};
+  const GroupWeights w{kQ8x16, nullptr, packed.data_ptr<int8_t>(), scale.data_ptr<at::Half>(), nullptr, packed.size(1)};
   return group_matmul(x, w, N);
 }
 
 }  // namespace firebox
 
 TORCH_LIBRARY_FRAGMENT(firebox, m) {
-  m.def("q4_matmul(Tensor x, Tensor packed, Tensor scale, Tensor low, int N) -> Tensor");
+  m.def("q4_matmul(Tensor x, Tensor packed, Tensor scale, Tensor low, int N, int activation_bits) -> Tensor");
   m.def("q8_matmul(Tensor x, Tensor packed, Tensor scale, int N) -> Tensor");
   m.def("pack_q4(Tensor weight) -> (Tensor, Tensor, Tensor)");
   m.def("pack_q8(Tensor weight) -> (Tensor, Tensor)");

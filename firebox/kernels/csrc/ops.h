@@ -7,7 +7,8 @@
 
 namespace firebox {
 
-at::Tensor q4_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low, int64_t N);
+at::Tensor q4_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low, int64_t N,
+                     int64_t activation_bits);
 at::Tensor q8_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, int64_t N);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4(at::Tensor weight);
 std::tuple<at::Tensor, at::Tensor> pack_q8(at::Tensor weight);

@@ -2,17 +2,20 @@
 
 firebox's group kernels (`kernels/csrc/group_matmul.cpp`) keep each weight in its 4- or 8-bit grid
 with one scale (and for 4-bit one offset) per group of 32 inputs, quantize the activations per
-group to int16 on entry, and multiply with integer instructions: one kernel for every number of
+group on entry (to int8 against 4-bit weights, int16 against 8-bit ones), and multiply with
+integer instructions: one kernel for every number of
 rows, whose result for a row never depends on the other rows of the step (batch invariance).
 Where the native kernels did not build, 4-bit weights fall back to torch's tinygemm int4 kernel
 for small steps (`BatchAdaptiveKernel`, with a dense matmul for large ones).
 
 Grids: q4 is w = scale * q + low per group of 32 input columns (GGUF Q4_1's grid, so Q4_0/Q4_1
-weights repack without loss); q8 is w = scale * q (GGUF Q8_0's grid).
+weights repack without loss); q8 is w = scale * q (GGUF Q8_0's grid). Scales and offsets are fp16,
+as GGUF stores them: a quarter of the bytes a 4-bit weight reads per step went to fp32 ones.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +26,7 @@ from firebox.kernels import has_native_op
 
 GROUP_SIZE = 32
 COLUMN_BLOCK = 16  # output columns per SIMD register in the native layout
+SMALLEST_SCALE = 2.0**-24  # fp16's smallest subnormal: a constant group's scale
 MatMul = Callable[[torch.Tensor], torch.Tensor]  # [n, in] -> [n, out]
 
 
@@ -41,7 +45,7 @@ def _column_blocks(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1, COLUMN_BLOCK, *t.shape[1:])
 
 
-def _per_group(v: torch.Tensor) -> torch.Tensor:  # [out, groups] -> [out / 16, groups, 16] fp32
+def _per_group(v: torch.Tensor) -> torch.Tensor:  # [out, groups] -> [out / 16, groups, 16]
     return _column_blocks(v).transpose(1, 2).contiguous()
 
 
@@ -60,47 +64,55 @@ class Q4Grid:
     """w = scale * q + low per group of 32: q [out, in / 32, 32] uint8 in 0..15."""
 
     q: torch.Tensor
-    scale: torch.Tensor  # [out, in / 32] fp32
-    low: torch.Tensor  # [out, in / 32] fp32
+    scale: torch.Tensor  # [out, in / 32] fp32 values that fp16 holds exactly
+    low: torch.Tensor  # [out, in / 32] likewise
+
+
+def _fp16_exact(v: torch.Tensor) -> torch.Tensor:
+    return v.half().float()
 
 
 def q4_grid(weight: torch.Tensor) -> Q4Grid:
-    """Asymmetric 4-bit per group of 32: each group's min and max span the 16 levels."""
+    """Asymmetric 4-bit per group of 32: each group's min and max span the 16 levels. The offset
+    and scale are rounded to fp16 before the levels are chosen, so the levels fit them."""
     groups = _groups(weight)
-    low = groups.amin(-1)
-    scale = ((groups.amax(-1) - low) / 15).clamp(min=torch.finfo(torch.float32).tiny)
+    low = _fp16_exact(groups.amin(-1))
+    scale = _fp16_exact(((groups.amax(-1) - low) / 15).clamp(min=SMALLEST_SCALE))
     q = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8)
     return Q4Grid(q, scale, low)
 
 
 @dataclass(slots=True)
 class Q4Weight:
-    packed: torch.Tensor  # [out / 16, in / 32, 16 pairs, 16 columns] uint8: q[2j] | q[2j + 1] << 4
-    scale: torch.Tensor  # [out / 16, in / 32, 16] fp32
-    low: torch.Tensor  # [out / 16, in / 32, 16] fp32
+    packed: torch.Tensor  # [out / 16, in / 32, 4 quads, 16 columns] int32: see group_matmul.cpp
+    scale: torch.Tensor  # [out / 16, in / 32, 16] fp16
+    low: torch.Tensor  # [out / 16, in / 32, 16] fp16
     out_features: int
+    activation_bits: int = 16  # 8: twice the products per instruction, a coarser rounding of x
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.ops.firebox.q4_matmul(x.float(), self.packed, self.scale, self.low, self.out_features)
+        out = torch.ops.firebox.q4_matmul(
+            x.float(), self.packed, self.scale, self.low, self.out_features, self.activation_bits
+        )
         return out.to(x.dtype)
 
 
 @dataclass(slots=True)
 class Q8Weight:
     packed: torch.Tensor  # [out / 16, in / 32, 16 pairs, 16 columns, 2] int8
-    scale: torch.Tensor  # [out / 16, in / 32, 16] fp32
+    scale: torch.Tensor  # [out / 16, in / 32, 16] fp16
     out_features: int
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.firebox.q8_matmul(x.float(), self.packed, self.scale, self.out_features).to(x.dtype)
 
 
-def quantize_q4(weight: torch.Tensor) -> Q4Weight:
-    """`weight` on the q4 grid, in the native layout."""
+def quantize_q4(weight: torch.Tensor, activation_bits: int = 16) -> Q4Weight:
+    """`weight` on the q4 grid, in the native layout, to multiply int16 (or int8) activations."""
     if _has_packing_ops():
         packed, scale, low = torch.ops.firebox.pack_q4(weight)
-        return Q4Weight(packed, scale, low, weight.shape[0])
-    return pack_q4_reference(weight)
+        return Q4Weight(packed, scale, low, weight.shape[0], activation_bits)
+    return dataclasses.replace(pack_q4_reference(weight), activation_bits=activation_bits)
 
 
 def quantize_q8(weight: torch.Tensor) -> Q8Weight:
@@ -114,17 +126,21 @@ def quantize_q8(weight: torch.Tensor) -> Q8Weight:
 def pack_q4_reference(weight: torch.Tensor) -> Q4Weight:
     """quantize_q4 in torch ops: what the native packing op must reproduce bit for bit."""
     grid = q4_grid(weight)
-    pairs = _pairs(grid.q)
-    packed = pairs[..., 0] | (pairs[..., 1] << 4)
-    return Q4Weight(packed.contiguous(), _per_group(grid.scale), _per_group(grid.low), weight.shape[0])
+    out_features, groups = grid.scale.shape
+    # byte b of quad u holds level 8u+b in its low nibble and level 8u+4+b in its high one
+    levels = grid.q.view(out_features, groups, 4, 2, 4).to(torch.int32)  # [out, groups, u, nibble, b]
+    shifts = 4 * torch.arange(2, dtype=torch.int32)[:, None] + 8 * torch.arange(4, dtype=torch.int32)
+    quads = (levels << shifts).sum((-2, -1), dtype=torch.int32)  # [out, groups, 4]: disjoint bits
+    packed = _column_blocks(quads).permute(0, 2, 3, 1).contiguous()  # [out / 16, groups, 4, 16]
+    return Q4Weight(packed, _per_group(grid.scale).half(), _per_group(grid.low).half(), out_features)
 
 
 def pack_q8_reference(weight: torch.Tensor) -> Q8Weight:
     groups = _groups(weight)
-    scale = (groups.abs().amax(-1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+    scale = _fp16_exact((groups.abs().amax(-1) / 127).clamp(min=SMALLEST_SCALE))
     q = (groups / scale[..., None]).round().clamp(-127, 127).to(torch.int8)
     pairs = _pairs(q)  # [nb, groups, 16 pairs, 16, 2]
-    return Q8Weight(pairs.reshape(*pairs.shape[:3], -1), _per_group(scale), weight.shape[0])
+    return Q8Weight(pairs.reshape(*pairs.shape[:3], -1), _per_group(scale).half(), weight.shape[0])
 
 
 GroupWeight = Q4Weight | Q8Weight
