@@ -24,7 +24,8 @@ from firebox.kernels.cpu import cpu_flags
 logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = ("paged_attention.cpp", "group_matmul.cpp", "layer_ops.cpp", "decoder_stack.cpp", "logit_mask.cpp")
+SOURCES = ("paged_attention.cpp", "group_matmul.cpp", "layer_ops.cpp", "decoder_stack.cpp", "logit_mask.cpp",
+           "gguf_dequant.cpp")
 
 
 def _build_name() -> str:

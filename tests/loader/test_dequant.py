@@ -1,4 +1,5 @@
-"""Every dequantizer against the `gguf` package's numpy reference (ggml's own algorithm)."""
+"""Every dequantizer, torch and native, against the `gguf` package's numpy reference (ggml's own
+algorithm)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,20 @@ Q = GGMLQuantizationType
 QUANTIZABLE = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.BF16, Q.F16]
 # K-quants have no numpy quantizer: random bytes, with each fp16 scale field set to a finite value
 K_QUANT_HALF_OFFSETS = {Q.Q2_K: (80, 82), Q.Q3_K: (108,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
+
+
+@pytest.fixture(autouse=True, params=["torch", "native"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: through the vectorized torch dequantizers, and through the C++ ones
+    (kernels/csrc/gguf_dequant.cpp) for the types they decode."""
+    if request.param == "torch":
+        monkeypatch.setattr(dequant, "has_native_op", lambda name: False)
+    else:
+        from firebox.kernels import load_native
+
+        if not load_native():
+            pytest.skip("the native kernels did not build here")
+    return request.param
 
 
 def _random_k_blocks(qtype: GGMLQuantizationType, num_blocks: int, rng: np.random.Generator) -> np.ndarray:

@@ -444,7 +444,8 @@ void check_weights(const at::Tensor& packed, const at::Tensor& scale, int64_t N,
 // --- packing ----------------------------------------------------------------------------------
 // The layouts above from an fp32 [N, K] weight, with the same arithmetic as quant.py's reference
 // (q4_grid / quantize_q8): the scale and offset are rounded to fp16 first and the levels computed
-// from the rounded values, and torch rounds half to even, as nearbyint and at::Half do here.
+// from the rounded values (times the scale's fp32 reciprocal: a division per weight made packing
+// the slowest part of loading), and torch rounds half to even, as nearbyint and at::Half do here.
 // Columns past N (the padding of the last block) are zero.
 
 constexpr float kSmallestScale = 5.9604645e-08f;  // 2^-24, fp16's smallest subnormal
@@ -461,8 +462,8 @@ void pack_block_q4(const float* w, int64_t N, int64_t K, int64_t nb, uint32_t* w
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t at = (nb * groups + g) * kBlock + c;
       uint32_t* quads = words + (nb * groups + g) * 4 * kBlock + c;  // quad u at quads[u * kBlock]
-      for (int64_t u = 0; u < 4; ++u) quads[u * kBlock] = 0;
       if (n >= N) {
+        for (int64_t u = 0; u < 4; ++u) quads[u * kBlock] = 0;
         scale[at] = low[at] = at::Half(0.f);
         continue;
       }
@@ -473,10 +474,15 @@ void pack_block_q4(const float* w, int64_t N, int64_t K, int64_t nb, uint32_t* w
         hi = std::max(hi, wg[k]);
       }
       lo = to_half(lo, low + at);
-      const float sc = to_half(std::max((hi - lo) / 15.f, kSmallestScale), scale + at);
-      for (int64_t k = 0; k < kGroup; ++k) {
-        const uint32_t level = static_cast<uint32_t>(std::min(15.f, std::max(0.f, std::nearbyint((wg[k] - lo) / sc))));
-        quads[(k / 8) * kBlock] |= level << (8 * (k % 4) + 4 * ((k % 8) / 4));
+      const float inv = 1.f / to_half(std::max((hi - lo) / 15.f, kSmallestScale), scale + at);
+      uint32_t levels[kGroup];
+#pragma omp simd
+      for (int64_t k = 0; k < kGroup; ++k)
+        levels[k] = static_cast<uint32_t>(std::min(15.f, std::max(0.f, std::nearbyint((wg[k] - lo) * inv))));
+      for (int64_t u = 0; u < 4; ++u) {
+        uint32_t quad = 0;
+        for (int64_t b = 0; b < 4; ++b) quad |= (levels[8 * u + b] | levels[8 * u + 4 + b] << 4) << (8 * b);
+        quads[u * kBlock] = quad;
       }
     }
   }
@@ -497,10 +503,10 @@ void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* pac
       const float* wg = w + n * K + g * kGroup;
       float amax = 0.f;
       for (int64_t k = 0; k < kGroup; ++k) amax = std::max(amax, std::fabs(wg[k]));
-      const float sc = to_half(std::max(amax / 127.f, kSmallestScale), scale + at);
+      const float inv = 1.f / to_half(std::max(amax / 127.f, kSmallestScale), scale + at);
       for (int64_t k = 0; k < kGroup; ++k)
         cells[(k / 2) * kBlock * 2 + k % 2] =
-            static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(wg[k] / sc))));
+            static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(wg[k] * inv))));
     }
   }
 }

@@ -78,7 +78,7 @@ def q4_grid(weight: torch.Tensor) -> Q4Grid:
     groups = _groups(weight)
     low = _fp16_exact(groups.amin(-1))
     scale = _fp16_exact(((groups.amax(-1) - low) / 15).clamp(min=SMALLEST_SCALE))
-    q = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8)
+    q = ((groups - low[..., None]) * (1 / scale)[..., None]).round().clamp(0, 15).to(torch.uint8)
     return Q4Grid(q, scale, low)
 
 
@@ -138,7 +138,7 @@ def pack_q4_reference(weight: torch.Tensor) -> Q4Weight:
 def pack_q8_reference(weight: torch.Tensor) -> Q8Weight:
     groups = _groups(weight)
     scale = _fp16_exact((groups.abs().amax(-1) / 127).clamp(min=SMALLEST_SCALE))
-    q = (groups / scale[..., None]).round().clamp(-127, 127).to(torch.int8)
+    q = (groups * (1 / scale)[..., None]).round().clamp(-127, 127).to(torch.int8)
     pairs = _pairs(q)  # [nb, groups, 16 pairs, 16, 2]
     return Q8Weight(pairs.reshape(*pairs.shape[:3], -1), _per_group(scale).half(), weight.shape[0])
 
