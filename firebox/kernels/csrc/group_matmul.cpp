@@ -18,8 +18,10 @@
 //   q8 w     [N/16, G, 16 pairs, 16 columns, 2] int8: the pairs (k, k+1)
 //   scale, low [N/16, G, 16] fp16
 // so a load of quad u, masked (and shifted) per nibble, gives for the block's columns the 4 bytes
-// that one multiply-add takes against the broadcast activations x[m, 8u..8u+3] (or 8u+4..8u+7);
-// a q8 load widens to (w[n, 2j], w[n, 2j+1]) int16 pairs against the broadcast (x[2j], x[2j+1]).
+// that one u8 x s8 multiply-add takes against the broadcast x[m, 8u..8u+3] (or 8u+4..8u+7); or,
+// shifted by 0, 8, 4 or 12 and masked, four int16 pairs (q[8u], q[8u+2]), (q[8u+1], q[8u+3]), ...
+// against int16 activations the quantizer stored in that order; a q8 load widens to
+// (w[n, 2j], w[n, 2j+1]) int16 pairs against the broadcast (x[2j], x[2j+1]).
 //
 // Batch invariance: every output element goes through the same operations in the same order
 // however many rows the call has and however rows and columns are tiled (the int32 sums are
@@ -53,7 +55,11 @@ struct QuantizedRows {
   at::Tensor sum;    // [M, K / 32] fp32
 };
 
-template <typename T>
+// Where input k of a group of 8 goes for q4 weights times int16 activations: the pairs a shifted
+// q4 word gives side by side (see q4_pair).
+constexpr int kQ4x16Order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+
+template <typename T, bool Q4_ORDER = false>
 void quantize_row_groups(const float* x, int64_t num_groups, T* q, float* scale, float* sum) {
   constexpr float kMax = std::is_same_v<T, int8_t> ? 127.f : 32767.f;  // symmetric: no -128 / -32768
   for (int64_t i = 0; i < num_groups; ++i) {
@@ -65,14 +71,19 @@ void quantize_row_groups(const float* x, int64_t num_groups, T* q, float* scale,
       s += xg[k];
     }
     const float inv = amax > 0.f ? kMax / amax : 0.f;
+    if constexpr (Q4_ORDER) {
+      for (int64_t k = 0; k < kGroup; ++k)
+        q[i * kGroup + (k & ~7) + kQ4x16Order[k & 7]] = static_cast<T>(std::nearbyint(xg[k] * inv));
+    } else {
 #pragma omp simd
-    for (int64_t k = 0; k < kGroup; ++k) q[i * kGroup + k] = static_cast<T>(std::nearbyint(xg[k] * inv));
+      for (int64_t k = 0; k < kGroup; ++k) q[i * kGroup + k] = static_cast<T>(std::nearbyint(xg[k] * inv));
+    }
     scale[i] = amax / kMax;
     sum[i] = s;
   }
 }
 
-template <typename T>
+template <typename T, bool Q4_ORDER = false>
 QuantizedRows quantize_rows(const at::Tensor& x) {
   const int64_t M = x.size(0), K = x.size(1), groups = K / kGroup;
   const auto dtype = std::is_same_v<T, int8_t> ? at::kChar : at::kShort;
@@ -83,7 +94,7 @@ QuantizedRows quantize_rows(const at::Tensor& x) {
   float* scale = r.scale.data_ptr<float>();
   float* sum = r.sum.data_ptr<float>();
   at::parallel_for(0, M, 8, [&](int64_t begin, int64_t end) {
-    quantize_row_groups(xp + begin * K, (end - begin) * groups, q + begin * K, scale + begin * groups,
+    quantize_row_groups<T, Q4_ORDER>(xp + begin * K, (end - begin) * groups, q + begin * K, scale + begin * groups,
                         sum + begin * groups);
   });
   return r;
@@ -127,19 +138,11 @@ inline I group_dot(I acc) {
   return _mm512_madd_epi16(acc, _mm512_set1_epi16(1));
 #endif
 }
-// int16 activations against q4 words: the 4 bytes of a column widen to int16 and meet the
-// broadcast (x[k], .., x[k+3]) in two pair sums per column, `first` for columns 0-7 and `second`
-// for 8-15; `combine_pairs` adds each column's two (and puts the columns in order) once a group.
-inline void dot_quads16(I& first, I& second, I w, const int16_t* x4) {
-  const I xb = _mm512_set1_epi64(*reinterpret_cast<const int64_t*>(x4));
-  first = _mm512_add_epi32(first, _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(w)), xb));
-  second = _mm512_add_epi32(second, _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(w, 1)), xb));
-}
-inline I combine_pairs(I first, I second) {
-  const I even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const I odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  return _mm512_add_epi32(_mm512_permutex2var_epi32(first, even, second), _mm512_permutex2var_epi32(first, odd, second));
-}
+// int16 activations against q4 words: shifted and masked, a word's 32-bit lane gives the int16
+// pair (q[8u + p'], q[8u + p' + 2]) of its column, whose activations the quantizer stored side by
+// side (see `kQ4x16Order`): one `vpmaddwd` (or VNNI `vpdpwssd`) per pair, as for q8.
+template <int SHIFT>
+inline I q4_pair(I quad) { return _mm512_and_si512(_mm512_srli_epi32(quad, SHIFT), _mm512_set1_epi32(0x000F000F)); }
 inline I unpack_q8(const int8_t* p) {  // 32 bytes -> 16 lanes of int16 pairs
   return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
@@ -180,17 +183,10 @@ inline I group_dot(I acc) {
   const __m256i ones = _mm256_set1_epi16(1);
   return {_mm256_madd_epi16(acc.a, ones), _mm256_madd_epi16(acc.b, ones)};
 }
-inline void dot_quads16(I& first, I& second, I w, const int16_t* x4) {  // see the AVX-512 version
-  const __m256i xb = _mm256_set1_epi64x(*reinterpret_cast<const int64_t*>(x4));
-  const auto widen = [](__m128i v) { return _mm256_cvtepu8_epi16(v); };
-  first.a = _mm256_add_epi32(first.a, _mm256_madd_epi16(widen(_mm256_castsi256_si128(w.a)), xb));    // columns 0-3
-  second.a = _mm256_add_epi32(second.a, _mm256_madd_epi16(widen(_mm256_extracti128_si256(w.a, 1)), xb));  // 4-7
-  first.b = _mm256_add_epi32(first.b, _mm256_madd_epi16(widen(_mm256_castsi256_si128(w.b)), xb));    // 8-11
-  second.b = _mm256_add_epi32(second.b, _mm256_madd_epi16(widen(_mm256_extracti128_si256(w.b, 1)), xb));  // 12-15
-}
-inline I combine_pairs(I first, I second) {  // hadd leaves columns 0 1 4 5 | 2 3 6 7: swap the middle
-  return {_mm256_permute4x64_epi64(_mm256_hadd_epi32(first.a, second.a), 0xD8),
-          _mm256_permute4x64_epi64(_mm256_hadd_epi32(first.b, second.b), 0xD8)};
+template <int SHIFT>
+inline I q4_pair(I quad) {
+  const __m256i mask = _mm256_set1_epi32(0x000F000F);
+  return {_mm256_and_si256(_mm256_srli_epi32(quad.a, SHIFT), mask), _mm256_and_si256(_mm256_srli_epi32(quad.b, SHIFT), mask)};
 }
 inline I unpack_q8(const int8_t* p) {
   return {_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
@@ -251,18 +247,12 @@ inline void add_quad(I (&dots)[MT][NT], const I (&quads)[NT], const Rows& x, int
   }
 }
 
-template <int MT, int NT>
-inline void add_quad16(I (&first)[MT][NT], I (&second)[MT][NT], const I (&quads)[NT], const Rows& x, int64_t m0,
-                       int64_t k) {
-  const int16_t* xq = static_cast<const int16_t*>(x.q);
-  for (int c = 0; c < NT; ++c) {
-    const I lo = low_nibbles(quads[c]), hi = high_nibbles(quads[c]);
-    for (int r = 0; r < MT; ++r) {
-      const int16_t* xr = xq + (m0 + r) * x.K + k;
-      dot_quads16(first[r][c], second[r][c], lo, xr);
-      dot_quads16(first[r][c], second[r][c], hi, xr + 4);
-    }
-  }
+// Quad u against int16 activations in kQ4x16Order: four pairs, each a shift and a mask.
+template <int MT, int NT, int SHIFT, int PAIR>
+inline void add_q4_pair(I (&dots)[MT][NT], const I (&quads)[NT], const Rows& x, int64_t m0, int64_t k) {
+  I wv[NT];
+  for (int c = 0; c < NT; ++c) wv[c] = q4_pair<SHIFT>(quads[c]);
+  add_pair<MT, NT>(dots, wv, x, m0, k + 2 * PAIR);
 }
 
 // MT rows x NT column blocks of the output, over all groups.
@@ -287,16 +277,15 @@ inline void tile(const GroupWeights& w, const Rows& x, int64_t m0, int64_t nb0, 
       for (int r = 0; r < MT; ++r)
         for (int c = 0; c < NT; ++c) dots[r][c] = group_dot(dots[r][c]);
     } else if constexpr (KIND == kQ4x16) {
-      I second[MT][NT];
-      for (int r = 0; r < MT; ++r)
-        for (int c = 0; c < NT; ++c) second[r][c] = izero();
       for (int64_t u = 0; u < 4; ++u) {
         I quads[NT];
         load_quads(quads, u);
-        add_quad16<MT, NT>(dots, second, quads, x, m0, g * kGroup + 8 * u);
+        const int64_t k = g * kGroup + 8 * u;
+        add_q4_pair<MT, NT, 0, 0>(dots, quads, x, m0, k);   // (q[8u], q[8u+2]): the low nibbles of bytes 0, 2
+        add_q4_pair<MT, NT, 8, 1>(dots, quads, x, m0, k);   // (q[8u+1], q[8u+3]): of bytes 1, 3
+        add_q4_pair<MT, NT, 4, 2>(dots, quads, x, m0, k);   // (q[8u+4], q[8u+6]): the high nibbles of 0, 2
+        add_q4_pair<MT, NT, 12, 3>(dots, quads, x, m0, k);  // (q[8u+5], q[8u+7]): of 1, 3
       }
-      for (int r = 0; r < MT; ++r)
-        for (int c = 0; c < NT; ++c) dots[r][c] = combine_pairs(dots[r][c], second[r][c]);
     } else {
       for (int64_t j = 0; j < kPairs; ++j) {
         I wv[NT];
@@ -341,7 +330,7 @@ void scalar_tile(const GroupWeights& w, const Rows& x, int64_t m, int64_t nb, fl
           const uint32_t quad = w.q4[((nb * w.groups + g) * 4 + k / 8) * kBlock + lane];
           wk = (quad >> (8 * (k % 4) + 4 * ((k % 8) / 4))) & 0x0F;
           xk = w.kind == kQ4x8 ? static_cast<const int8_t*>(x.q)[m * x.K + g * kGroup + k]
-                               : static_cast<const int16_t*>(x.q)[m * x.K + g * kGroup + k];
+                               : static_cast<const int16_t*>(x.q)[m * x.K + g * kGroup + (k & ~7) + kQ4x16Order[k & 7]];
         } else {
           wk = w.q8[(((nb * w.groups + g) * kPairs + k / 2) * kBlock + lane) * 2 + k % 2];
           xk = static_cast<const int16_t*>(x.q)[m * x.K + g * kGroup + k];
@@ -367,7 +356,6 @@ constexpr bool kWideRegisters = false;  // AVX2: 16 registers, two per 16-lane v
 // hold with the weights and the broadcast input (measured: tiles that spill lose).
 template <int MT, Kind KIND>
 constexpr int cols_per_tile() {
-  if constexpr (KIND == kQ4x16) return MT == 1 ? (kWideRegisters ? 4 : 2) : 1;  // two sums a column block
   if constexpr (kWideRegisters) return MT == 1 ? 4 : 2;
   return MT <= 2 ? 2 : 1;
 }
@@ -396,14 +384,11 @@ void matmul_blocks(const GroupWeights& w, const Rows& x, int64_t M, int64_t nb_b
   for (int64_t s = nb_begin; s < nb_end; s += kSlab) {
     const int64_t e = std::min(nb_end, s + kSlab);
     int64_t m = 0;
-    if constexpr (kWideRegisters && KIND != kQ4x16) {
+    if constexpr (kWideRegisters) {
       // sixes, but 7 and 8 left over go as 4 + 3 and 4 + 4, not 6 + 1 and 6 + 2 (thin tiles are slow)
       for (; M - m >= 6 && M - m != 7 && M - m != 8; m += 6) rows_over_blocks<6, KIND>(w, x, m, s, e, out, N);
     }
-    if constexpr (kWideRegisters || KIND != kQ4x16) {  // AVX2 holds two rows of the q4 x int16 sums
-      for (; m + 4 <= M; m += 4) rows_over_blocks<4, KIND>(w, x, m, s, e, out, N);
-    }
-    for (; m + 2 <= M; m += 2) rows_over_blocks<2, KIND>(w, x, m, s, e, out, N);
+    for (; m + 4 <= M; m += 4) rows_over_blocks<4, KIND>(w, x, m, s, e, out, N);
     switch (M - m) {
       case 3: rows_over_blocks<3, KIND>(w, x, m, s, e, out, N); break;
       case 2: rows_over_blocks<2, KIND>(w, x, m, s, e, out, N); break;
@@ -420,7 +405,9 @@ at::Tensor group_matmul(const at::Tensor& x, const GroupWeights& w, int64_t N) {
   TORCH_CHECK(K == w.groups * kGroup, "x has ", K, " columns; the weight expects ", w.groups * kGroup);
   at::Tensor out = at::empty({M, N}, xc.options());
   if (M == 0) return out;
-  const QuantizedRows q = w.kind == kQ4x8 ? quantize_rows<int8_t>(xc) : quantize_rows<int16_t>(xc);
+  const QuantizedRows q = w.kind == kQ4x8    ? quantize_rows<int8_t>(xc)
+                          : w.kind == kQ4x16 ? quantize_rows<int16_t, true>(xc)
+                                             : quantize_rows<int16_t>(xc);
   const Rows rows{q.q.data_ptr(), q.scale.data_ptr<float>(), q.sum.data_ptr<float>(), K, w.groups};
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, 4, [&](int64_t b, int64_t e) {
