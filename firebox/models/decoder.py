@@ -21,6 +21,7 @@ from torch import nn
 
 from firebox.kernels import has_native_op
 from firebox.loader.arch_config import ArchConfig
+from firebox.loader.quantized import WeightTensor
 from firebox.models.attention import AttentionBackend
 from firebox.models.layers.activation import check_activation
 from firebox.models.layers.linear import Linear
@@ -231,7 +232,7 @@ class DecoderForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [n, hidden] -> [n, vocab] float32
         return self.lm_head(hidden).float()
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], sink: WeightSink | None = None) -> None:
+    def load_weights(self, weights: Iterable[tuple[str, WeightTensor]], sink: WeightSink | None = None) -> None:
         """Load tensors named as in a Hugging Face checkpoint (fusing q/k/v, gate/up, experts);
         `sink` may take tensors instead (see layers/weights.py)."""
         ignore = r".*rotary_emb\.inv_freq" + (r"|lm_head\.weight" if self.config.tie_word_embeddings else "")

@@ -3,14 +3,19 @@ packed from fully loaded float weights, fused parts (q|k|v, gate|up) included.""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from firebox.engine.runner.weight_kernels import PackingSink, install_weight_kernels
 from firebox.kernels import load_native
 from firebox.models.layers.linear import Linear
-from firebox.models.layers.quant import GroupKernel
+from firebox.loader.quantized import Q4_GRID_TYPES, QuantizedTensor
+from firebox.models.layers.quant import GroupKernel, pack_q4_blocks
 from tests.models.helpers import arch_config_of, make_hf_model, tiny
 
 pytestmark = pytest.mark.skipif(not load_native(), reason="the native kernels did not build here")
@@ -54,3 +59,39 @@ def test_the_sink_takes_every_tensor_of_the_packed_layers() -> None:
     model.load_weights(hf.state_dict().items(), sink=sink)
     layers = [name for name, m in model.named_modules() if isinstance(m, Linear)]
     assert sorted(sink.parts) == sorted(f"{name}.weight" for name in layers)
+
+
+def _gguf_matrix(qtype: GGMLQuantizationType, rows: int, cols: int, rng: np.random.Generator) -> QuantizedTensor:
+    """A [rows, cols] GGUF matrix of `qtype`: quantized by the gguf package where it can, else
+    (Q4_K) random blocks with finite fp16 scales, as tests/loader/test_dequant.py makes them."""
+    if qtype == GGMLQuantizationType.Q4_K:
+        _, type_size = GGML_QUANT_SIZES[qtype]
+        blocks = rng.integers(0, 256, size=(rows * cols // 256, type_size), dtype=np.uint8)
+        for offset in (0, 2):  # d, dmin
+            halves = rng.uniform(0.001, 0.05, size=len(blocks)).astype(np.float16)
+            blocks[:, offset : offset + 2] = halves.view(np.uint8).reshape(-1, 2)
+        raw = blocks.reshape(-1)
+    else:
+        raw = quants.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype).view(np.uint8).reshape(-1)
+    return QuantizedTensor(torch.from_numpy(raw.copy()), qtype, torch.Size((rows, cols)))
+
+
+@pytest.mark.parametrize("qtype", sorted(Q4_GRID_TYPES), ids=lambda t: t.name)
+def test_gguf_4bit_blocks_pack_without_a_float_pass(qtype: GGMLQuantizationType) -> None:
+    """Packed from its blocks, a 4-bit matrix multiplies as its dequantized values do, within the
+    activations' int16 rounding and the fp16 rounding of its scales and offsets (exact for Q4_0 and
+    Q4_1, under 2^-11 of d * sc and dmin * m for Q4_K); rows reorder as the rope unpermute asks."""
+    rng = np.random.default_rng(int(qtype))
+    rows, cols = 40, 512  # 40 rows: a zero-padded last column block
+    order = torch.from_numpy(rng.permutation(rows))
+    for row_order in (None, order):
+        tensor = dataclasses.replace(_gguf_matrix(qtype, rows, cols, rng), row_order=row_order)
+        weight = tensor.dense()
+        x = torch.from_numpy(rng.standard_normal((3, cols)).astype(np.float32))
+        got = pack_q4_blocks(tensor).matmul(x)
+        groups = weight.view(rows, -1, 32)
+        levels = groups - groups.amin(-1, keepdim=True)  # what x's rounding meets
+        bound = x.abs().view(3, -1, 32).amax(-1) @ levels.abs().sum(-1).T / 65534
+        bound += 2.0**-10 * (x.abs() @ weight.abs().T + x.abs() @ levels.abs().view(rows, -1).T) + 1e-5
+        error = (got - x @ weight.T).abs()
+        assert (error <= bound).all(), f"error {error.max():.2e}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from firebox.loader.quantized import dense
 from firebox.loader.source import ModelSource, default_gguf_path, gguf_source
 
 
@@ -26,7 +27,7 @@ def default_source(default_gguf: Path) -> ModelSource:
 
 @pytest.fixture(scope="session")
 def default_state_dict(default_source: ModelSource) -> dict[str, torch.Tensor]:
-    return dict(default_source.weights())
+    return {name: dense(tensor) for name, tensor in default_source.weights()}  # 4-bit ones come as blocks
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ import torch
 from firebox.config import Quantization
 from firebox.kernels import load_native
 from firebox.kernels.cpu import cpu_has_native_bf16
+from firebox.loader.quantized import Q4_GRID_TYPES, QuantizedTensor, WeightTensor, dense
 from firebox.models.layers.linear import Linear
 from firebox.models.layers.quant import (
     COLUMN_BLOCK,
@@ -38,6 +39,7 @@ from firebox.models.layers.quant import (
     GroupWeight,
     Q4Weight,
     Q8Weight,
+    pack_q4_blocks,
     quantize_q4,
     quantize_q8,
     quantize_tinygemm_int4,
@@ -83,7 +85,8 @@ def _fallback_kernel(module: Linear, bits: int) -> BatchAdaptiveKernel | None:
 class PackingSink:
     """Packs the checkpoint tensors of group-quantized layers as the loader streams them (a
     `WeightSink`): their float weights are never copied into the model, which saves a pass over
-    every weight and the memory to hold it at load. A fused layer (q|k|v, gate|up) packs each part
+    every weight and the memory to hold it at load; a GGUF 4-bit matrix going to a 4-bit layer is
+    packed from its blocks, never dequantized. A fused layer (q|k|v, gate|up) packs each part
     on its own; its parts must be whole blocks of 16 output rows to be joined, else it loads as
     usual and is packed afterwards."""
 
@@ -97,12 +100,15 @@ class PackingSink:
             if _takes_group_kernel(module) and all(size % COLUMN_BLOCK == 0 for size in module.output_sizes):
                 self.bits[f"{name}.weight"] = _bits_for(name, quantization, source_bits)
 
-    def __call__(self, param_name: str, part: int | None, tensor: torch.Tensor) -> bool:
+    def __call__(self, param_name: str, part: int | None, tensor: WeightTensor) -> bool:
         bits = self.bits.get(param_name)
         if bits is None:
             return False
-        weight = tensor.float()
-        packed = quantize_q4(weight, self.activation_bits) if bits == 4 else quantize_q8(weight)
+        if bits == 4 and isinstance(tensor, QuantizedTensor) and tensor.ggml_type in Q4_GRID_TYPES:
+            packed = pack_q4_blocks(tensor, self.activation_bits)  # the file's own levels
+        else:
+            weight = dense(tensor).float()
+            packed = quantize_q4(weight, self.activation_bits) if bits == 4 else quantize_q8(weight)
         self.parts.setdefault(param_name, {})[part or 0] = packed
         return True
 

@@ -15,20 +15,13 @@
 #include <cstdint>
 #include <cstring>
 
+#include "gguf_blocks.h"
+
 #pragma GCC optimize("fp-contract=off")
 
 namespace {
 
-constexpr int64_t QK_K = 256;
-
-// ggml's GGMLQuantizationType values
-enum GgmlType : int64_t { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
-
-inline float half_at(const uint8_t* p) {
-  uint16_t bits;
-  std::memcpy(&bits, p, 2);
-  return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
-}
+using namespace firebox::gguf;
 
 void q4_0(const uint8_t* b, float* y) {  // d · qs[16]
   const float d = half_at(b);
@@ -69,16 +62,6 @@ void q5(const uint8_t* b, float* y) {
 void q8_0(const uint8_t* b, float* y) {  // d · qs:int8[32]
   const float d = half_at(b);
   for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(static_cast<int8_t>(b[2 + j])) * d;
-}
-
-inline void scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
 }
 
 template <bool FIVE_BITS>  // Q4_K: d · dmin · scales[12] · qs[128]; Q5_K: ... · qh[32] · qs[128]

@@ -39,6 +39,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "gguf_blocks.h"
 #include "ops.h"
 
 namespace {
@@ -442,6 +443,15 @@ inline float to_half(float v, at::Half* out) {  // stores v as fp16 and returns 
   return static_cast<float>(*out);
 }
 
+// One column's group of 32 levels (0..15) as its four quad words, quad u at quads[u * kBlock].
+inline void store_quads(const uint32_t* levels, uint32_t* quads) {
+  for (int64_t u = 0; u < 4; ++u) {
+    uint32_t quad = 0;
+    for (int64_t b = 0; b < 4; ++b) quad |= (levels[8 * u + b] | levels[8 * u + 4 + b] << 4) << (8 * b);
+    quads[u * kBlock] = quad;
+  }
+}
+
 void pack_block_q4(const float* w, int64_t N, int64_t K, int64_t nb, uint32_t* words, at::Half* scale, at::Half* low) {
   const int64_t groups = K / kGroup;
   for (int64_t c = 0; c < kBlock; ++c) {
@@ -466,11 +476,7 @@ void pack_block_q4(const float* w, int64_t N, int64_t K, int64_t nb, uint32_t* w
 #pragma omp simd
       for (int64_t k = 0; k < kGroup; ++k)
         levels[k] = static_cast<uint32_t>(std::min(15.f, std::max(0.f, std::nearbyint((wg[k] - lo) * inv))));
-      for (int64_t u = 0; u < 4; ++u) {
-        uint32_t quad = 0;
-        for (int64_t b = 0; b < 4; ++b) quad |= (levels[8 * u + b] | levels[8 * u + 4 + b] << 4) << (8 * b);
-        quads[u * kBlock] = quad;
-      }
+      store_quads(levels, quads);
     }
   }
 }
@@ -498,6 +504,54 @@ void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* pac
   }
 }
 
+// --- packing GGUF 4-bit blocks as they are ------------------------------------------------------
+// Q4_0 (w = d * (q - 8)), Q4_1 (w = d * q + m) and Q4_K (w = d * sc * q - dmin * m per 32 of a
+// 256 super-block) are all the q4 grid already: their levels are copied, not recomputed from
+// dequantized floats, and only the scale and offset are rounded to fp16 (exact for Q4_0/Q4_1;
+// for Q4_K the products d * sc and dmin * m lose under 1e-3 of their value). This skips writing and
+// re-reading the whole model as fp32 at load.
+
+struct GroupGrid {
+  uint32_t levels[kGroup];
+  float scale, low;
+};
+
+void read_gguf_group(int64_t type, const uint8_t* row, int64_t g, GroupGrid* out) {
+  namespace gg = firebox::gguf;
+  if (type == gg::Q4_0 || type == gg::Q4_1) {
+    const bool q4_1 = type == gg::Q4_1;
+    const uint8_t* b = row + g * (q4_1 ? 20 : 18);
+    const float d = gg::half_at(b);
+    const uint8_t* qs = b + (q4_1 ? 4 : 2);
+    for (int j = 0; j < 16; ++j) {
+      out->levels[j] = qs[j] & 0x0F;
+      out->levels[j + 16] = qs[j] >> 4;
+    }
+    out->scale = d;
+    out->low = q4_1 ? gg::half_at(b + 2) : -8.f * d;
+    return;
+  }
+  // Q4_K: d · dmin · scales[12] · qs[128]; sub-block j: the low (j even) or high nibbles of qs[32 (j/2) ...]
+  const uint8_t* b = row + (g / 8) * 144;
+  const int sub = static_cast<int>(g % 8);
+  uint8_t sc, m;
+  gg::scale_min_k4(sub, b + 4, &sc, &m);
+  const uint8_t* q = b + 16 + 32 * (sub / 2);
+  for (int l = 0; l < 32; ++l) out->levels[l] = sub % 2 ? q[l] >> 4 : q[l] & 0x0F;
+  out->scale = gg::half_at(b) * sc;
+  out->low = -(gg::half_at(b + 2) * m);
+}
+
+int64_t gguf_row_bytes(int64_t type, int64_t K) {
+  namespace gg = firebox::gguf;
+  switch (type) {
+    case gg::Q4_0: return K / 32 * 18;
+    case gg::Q4_1: return K / 32 * 20;
+    case gg::Q4_K: return K / gg::QK_K * 144;
+    default: return -1;
+  }
+}
+
 at::Tensor checked_weight(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) % kGroup == 0, "weight: [N, K] with K a multiple of 32");
   return weight.to(at::kFloat).contiguous();
@@ -517,6 +571,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4(at::Tensor weight) {
     for (int64_t nb = b; nb < e; ++nb)
       pack_block_q4(w.data_ptr<float>(), N, K, nb, reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>()),
                     scale.data_ptr<at::Half>(), low.data_ptr<at::Half>());
+  });
+  return {packed, scale, low};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K,
+                                                          at::Tensor row_order) {
+  const int64_t row_bytes = gguf_row_bytes(ggml_type, K);
+  TORCH_CHECK(row_bytes > 0, "pack_q4_gguf takes Q4_0, Q4_1 and Q4_K blocks, not GGML type ", ggml_type);
+  TORCH_CHECK(K % (ggml_type == firebox::gguf::Q4_K ? firebox::gguf::QK_K : kGroup) == 0, "K is not whole blocks");
+  TORCH_CHECK(raw.scalar_type() == at::kByte && raw.is_contiguous() && raw.numel() == N * row_bytes,
+              "raw: the tensor's N x K GGUF bytes");
+  const bool reordered = row_order.numel() > 0;
+  TORCH_CHECK(!reordered || (row_order.scalar_type() == at::kLong && row_order.numel() == N && row_order.is_contiguous()),
+              "row_order: int64 [N] or empty");
+  TORCH_CHECK(!reordered || (row_order.min().item<int64_t>() >= 0 && row_order.max().item<int64_t>() < N),
+              "row_order out of range");
+  const int64_t groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
+  const auto options = raw.options();
+  at::Tensor packed = at::empty({blocks, groups, 4, kBlock}, options.dtype(at::kInt));
+  at::Tensor scale = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
+  at::Tensor low = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
+  const uint8_t* bytes = raw.data_ptr<uint8_t>();
+  const int64_t* order = reordered ? row_order.data_ptr<int64_t>() : nullptr;
+  uint32_t* words = reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>());
+  at::Half* scales = scale.data_ptr<at::Half>();
+  at::Half* lows = low.data_ptr<at::Half>();
+  at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
+    GroupGrid grid;
+    for (int64_t nb = b; nb < e; ++nb)
+      for (int64_t c = 0; c < kBlock; ++c) {
+        const int64_t n = nb * kBlock + c;
+        for (int64_t g = 0; g < groups; ++g) {
+          const int64_t at = (nb * groups + g) * kBlock + c;
+          uint32_t* quads = words + (nb * groups + g) * 4 * kBlock + c;
+          if (n >= N) {
+            for (int64_t u = 0; u < 4; ++u) quads[u * kBlock] = 0;
+            scales[at] = lows[at] = at::Half(0.f);
+            continue;
+          }
+          const int64_t src = order ? order[n] : n;
+          read_gguf_group(ggml_type, bytes + src * row_bytes, g, &grid);
+          scales[at] = at::Half(grid.scale);
+          lows[at] = at::Half(grid.low);
+          store_quads(grid.levels, quads);
+        }
+      }
   });
   return {packed, scale, low};
 }
@@ -558,6 +658,7 @@ TORCH_LIBRARY_FRAGMENT(firebox, m) {
   m.def("q8_matmul(Tensor x, Tensor packed, Tensor scale, int N) -> Tensor");
   m.def("pack_q4(Tensor weight) -> (Tensor, Tensor, Tensor)");
   m.def("pack_q8(Tensor weight) -> (Tensor, Tensor)");
+  m.def("pack_q4_gguf(Tensor raw, int ggml_type, int N, int K, Tensor row_order) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(firebox, CPU, m) {
@@ -565,4 +666,5 @@ TORCH_LIBRARY_IMPL(firebox, CPU, m) {
   m.impl("q8_matmul", &firebox::q8_matmul);
   m.impl("pack_q4", &firebox::pack_q4);
   m.impl("pack_q8", &firebox::pack_q8);
+  m.impl("pack_q4_gguf", &firebox::pack_q4_gguf);
 }

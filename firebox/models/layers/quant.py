@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from firebox.kernels import has_native_op
+from firebox.loader.quantized import QuantizedTensor
 
 GROUP_SIZE = 32
 COLUMN_BLOCK = 16  # output columns per SIMD register in the native layout
@@ -113,6 +114,15 @@ def quantize_q4(weight: torch.Tensor, activation_bits: int = 16) -> Q4Weight:
         packed, scale, low = torch.ops.firebox.pack_q4(weight)
         return Q4Weight(packed, scale, low, weight.shape[0], activation_bits)
     return dataclasses.replace(pack_q4_reference(weight), activation_bits=activation_bits)
+
+
+def pack_q4_blocks(tensor: QuantizedTensor, activation_bits: int = 16) -> Q4Weight:
+    """A GGUF 4-bit matrix (Q4_0, Q4_1, Q4_K) in the native layout, its levels copied as they are
+    (no dequantize-requantize pass): `tensor.ggml_type` must be in `Q4_GRID_TYPES`."""
+    rows, cols = tensor.shape
+    order = tensor.row_order if tensor.row_order is not None else torch.empty(0, dtype=torch.long)
+    packed, scale, low = torch.ops.firebox.pack_q4_gguf(tensor.raw, int(tensor.ggml_type), rows, cols, order)
+    return Q4Weight(packed, scale, low, rows, activation_bits)
 
 
 def quantize_q8(weight: torch.Tensor) -> Q8Weight:

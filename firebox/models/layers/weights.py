@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from firebox.loader.quantized import WeightTensor, dense
+
 
 @dataclass(frozen=True, slots=True)
 class WeightRule:
@@ -73,12 +75,12 @@ def _destination(
 
 # (our parameter name, fused part index or None, the checkpoint tensor) -> True if it took the
 # tensor, which then is not copied into the parameter (weight_kernels packs quantized layers so).
-WeightSink = Callable[[str, int | None, torch.Tensor], bool]
+WeightSink = Callable[[str, int | None, WeightTensor], bool]
 
 
 def load_named_weights(
     module: nn.Module,
-    weights: Iterable[tuple[str, torch.Tensor]],
+    weights: Iterable[tuple[str, WeightTensor]],
     rules: Sequence[WeightRule],
     ignore: re.Pattern[str] | None = None,
     sink: WeightSink | None = None,
@@ -102,7 +104,7 @@ def load_named_weights(
             )
         if sink is None or target.expert is not None or not sink(target.name, target.part, tensor):
             with torch.no_grad():
-                dest.copy_(tensor)
+                dest.copy_(dense(tensor))
         loaded.add(target.name)
     missing = sorted(params.keys() - loaded)
     if missing:
