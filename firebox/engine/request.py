@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from firebox.engine.speculation import DraftBudget, PredictionProposer, Proposer
+from firebox.engine.speculation import MAX_PREDICTION_DRAFT_TOKENS, DraftBudget, PredictionProposer, Proposer
 from firebox.engine.types import EngineRequest, FinishReason, RequestTimings, SamplingParams, TokenLogprob
 
 
@@ -67,6 +67,7 @@ class Request:
 
     @classmethod
     def from_engine_request(cls, req: EngineRequest) -> Request:
+        predicted = bool(req.prediction_token_ids)
         return cls(
             request_id=req.request_id,
             prompt_token_ids=list(req.prompt_token_ids),
@@ -75,7 +76,8 @@ class Request:
             priority=req.priority,
             cache_salt=req.cache_salt,
             tenant=req.tenant,
-            proposer=PredictionProposer(req.prediction_token_ids) if req.prediction_token_ids else None,
+            proposer=PredictionProposer(req.prediction_token_ids) if predicted else None,
+            draft_budget=DraftBudget(max_tokens=MAX_PREDICTION_DRAFT_TOKENS) if predicted else DraftBudget(),
         )
 
     # --- sizes and views ---------------------------------------------------------------------

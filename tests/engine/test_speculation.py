@@ -158,8 +158,14 @@ def test_the_draft_budget_grows_with_acceptance_and_shrinks_without() -> None:
     budget = DraftBudget(num_tokens=4)
     budget.record(4, 4)
     assert budget.num_tokens == 8
+    budget.record(8, 8)
+    assert budget.num_tokens == 8  # capped
     budget.record(8, 1)
     assert budget.num_tokens == 2
+    predicted = DraftBudget(num_tokens=8, max_tokens=16)  # a prediction's drafts run longer
+    predicted.record(8, 8)
+    predicted.record(16, 16)
+    assert predicted.num_tokens == 16
 
 
 def test_constrained_speculation_checks_the_grammar_at_every_drafted_position(tokenizer) -> None:
