@@ -179,7 +179,7 @@ class Scheduler:
             return []
         room = min(
             max_tokens,
-            req.draft_budget.num_tokens,
+            req.draft_budget.next_size(),
             req.sampling.max_tokens - req.num_output_tokens - 1,
             self.max_model_len - req.num_tokens - 1,
         )

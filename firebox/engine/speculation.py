@@ -124,14 +124,29 @@ class DraftModelProposer:
         return drafts
 
 
+MAX_DRAFT_PAUSE = 16  # steps a request drafts nothing after proposals that were all rejected
+
+
 @dataclass(slots=True)
 class DraftBudget:
-    """How many drafts a request gets: more while they are accepted, fewer as they are not."""
+    """How many drafts a request gets: more while they are accepted, fewer as they are not, and
+    none for a while after proposals that were wholly rejected (1, 3, 7, ... steps, at most
+    MAX_DRAFT_PAUSE): on CPU a verified row costs nearly what a decoded one does, so guesses that
+    keep missing (n-gram lookup in free chat) would slow the request they are meant to speed up."""
 
     num_tokens: int = 4
     max_tokens: int = MAX_DRAFT_TOKENS
     num_drafted: int = 0
     num_accepted: int = 0
+    num_misses: int = 0  # wholly rejected proposals in a row
+    pause: int = 0  # steps left without drafts
+
+    def next_size(self) -> int:
+        """Drafts to propose this step (0 while paused); called once per step the request could draft."""
+        if self.pause:
+            self.pause -= 1
+            return 0
+        return self.num_tokens
 
     def record(self, num_drafted: int, num_accepted: int) -> None:
         self.num_drafted += num_drafted
@@ -142,3 +157,6 @@ class DraftBudget:
             self.num_tokens = min(self.max_tokens, self.num_tokens * 2)
         else:
             self.num_tokens = max(1, num_accepted + 1)
+        self.num_misses = self.num_misses + 1 if num_accepted == 0 else 0
+        if self.num_misses:
+            self.pause = min(MAX_DRAFT_PAUSE, 2**self.num_misses - 1)

@@ -68,9 +68,15 @@ _ALLOWED = re.compile("|".join(SEMANTIC_REFUSALS))
 def _integers_spelled_as_integers(value: Any) -> Any:
     """JSON Schema (draft 6 on) reads `5.0` as the integer 5 and schemathesis sends it so; firebox,
     as OpenAI does, refuses a decimal where an integer is due (tests/api/test_request_limits.py).
-    Integral floats are sent as integers; number fields take integers too."""
+    Integral floats are sent as integers; number fields take integers too. Integers are kept within
+    int64, the widest bound the document states."""
     if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
         return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        # The generator reads int64 bounds (the seed's) through floats: it can derive an integer
+        # just past them (-9223372036854776000 for -2**63). Such a value is its slip, not a body
+        # the document allows: brought back to the bound.
+        return min(max(value, -(2**63)), 2**63 - 1)
     if isinstance(value, list):
         return [_integers_spelled_as_integers(item) for item in value]
     if isinstance(value, dict):

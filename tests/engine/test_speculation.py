@@ -162,6 +162,23 @@ def test_the_draft_budget_grows_with_acceptance_and_shrinks_without() -> None:
     assert budget.num_tokens == 8  # capped
     budget.record(8, 1)
     assert budget.num_tokens == 2
+    assert budget.next_size() == 2
+
+
+def test_drafts_pause_after_proposals_that_all_miss() -> None:
+    budget = DraftBudget(num_tokens=4)
+    sizes = []
+    for _ in range(3):  # three wholly rejected proposals in a row: pauses of 1, 3, then 7 steps
+        budget.record(budget.num_tokens, 0)
+        while (size := budget.next_size()) == 0:
+            sizes.append(0)
+        sizes.append(size)
+    assert sizes == [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+    budget.record(1, 1)  # a hit ends the pauses
+    assert budget.next_size() == 2 and budget.next_size() == 2
+
+
+def test_a_predictions_budget_grows_to_16() -> None:
     predicted = DraftBudget(num_tokens=8, max_tokens=16)  # a prediction's drafts run longer
     predicted.record(8, 8)
     predicted.record(16, 16)
