@@ -77,7 +77,7 @@ class Request:
             cache_salt=req.cache_salt,
             tenant=req.tenant,
             proposer=PredictionProposer(req.prediction_token_ids) if predicted else None,
-            draft_budget=DraftBudget(max_tokens=MAX_PREDICTION_DRAFT_TOKENS) if predicted else DraftBudget(),
+            draft_budget=_prediction_budget() if predicted else DraftBudget(),
         )
 
     # --- sizes and views ---------------------------------------------------------------------
@@ -134,3 +134,8 @@ class Request:
         if status not in _TRANSITIONS[self.status]:
             raise ValueError(f"request {self.request_id}: bad transition {self.status.name} -> {status.name}")
         self.status = status
+
+
+def _prediction_budget() -> DraftBudget:
+    """A prediction drafts longer runs and never pauses: it realigns with the output by content."""
+    return DraftBudget(max_tokens=MAX_PREDICTION_DRAFT_TOKENS, max_pause=0)

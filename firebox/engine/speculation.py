@@ -136,6 +136,7 @@ class DraftBudget:
 
     num_tokens: int = 4
     max_tokens: int = MAX_DRAFT_TOKENS
+    max_pause: int = MAX_DRAFT_PAUSE  # 0 for a prediction: it realigns by content, a miss says nothing
     num_drafted: int = 0
     num_accepted: int = 0
     num_misses: int = 0  # wholly rejected proposals in a row
@@ -159,4 +160,4 @@ class DraftBudget:
             self.num_tokens = max(1, num_accepted + 1)
         self.num_misses = self.num_misses + 1 if num_accepted == 0 else 0
         if self.num_misses:
-            self.pause = min(MAX_DRAFT_PAUSE, 2**self.num_misses - 1)
+            self.pause = min(self.max_pause, 2**self.num_misses - 1)

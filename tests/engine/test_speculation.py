@@ -176,6 +176,9 @@ def test_drafts_pause_after_proposals_that_all_miss() -> None:
     assert sizes == [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
     budget.record(1, 1)  # a hit ends the pauses
     assert budget.next_size() == 2 and budget.next_size() == 2
+    prediction = DraftBudget(max_pause=0)  # a prediction realigns by content: no pause
+    prediction.record(4, 0)
+    assert prediction.next_size() == 1
 
 
 def test_a_predictions_budget_grows_to_16() -> None:
