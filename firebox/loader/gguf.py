@@ -128,20 +128,18 @@ def iter_gguf_weights(
         if permute_heads and re.search(r"\.self_attn\.[qk]_proj\.", hf_name):
             rope_heads = arch.num_attention_heads if ".q_proj." in hf_name else arch.num_key_value_heads
         if keep_q4_blocks and len(info.shape) == 2 and info.ggml_type in Q4_GRID_TYPES and "{expert}" not in hf_name:
-            yield hf_name, _quantized(file, info, rope_heads)
-            if progress is not None:
-                progress(done, len(infos))
-            continue
-        tensor = _read(file, info)
-        if rope_heads is not None:
-            tensor = unpermute_rope_rows(tensor, rope_heads)
+            items: list[tuple[str, WeightTensor]] = [(hf_name, _quantized(file, info, rope_heads))]
+        else:
+            tensor = _read(file, info)
+            if rope_heads is not None:
+                tensor = unpermute_rope_rows(tensor, rope_heads)
+            if "{expert}" in hf_name:  # [num_experts, out, in] -> [out, in] each
+                items = [(hf_name.format(expert=expert), expert_tensor) for expert, expert_tensor in enumerate(tensor)]
+            else:
+                items = [(hf_name, tensor)]
         if progress is not None:
             progress(done, len(infos))
-        if "{expert}" in hf_name:
-            for expert, expert_tensor in enumerate(tensor):  # [num_experts, out, in] -> [out, in] each
-                yield hf_name.format(expert=expert), expert_tensor
-        else:
-            yield hf_name, tensor
+        yield from items
 
 
 def _quantized(file: GGUFFile, info: GGUFTensorInfo, rope_heads: int | None) -> QuantizedTensor:

@@ -1,5 +1,6 @@
 // GGML block fields shared by the dequantizer (gguf_dequant.cpp) and the direct 4-bit packer
-// (group_matmul.cpp): ggml's own reading of them (`ggml-quants.c`).
+// (group_matmul.cpp): ggml's own reading of them (`ggml-quants.c`), including the 4-bit grids'
+// levels, scale and offset, which both read the same way.
 #pragma once
 
 #include <c10/util/Half.h>
@@ -29,6 +30,34 @@ inline void scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
     *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
     *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
   }
+}
+
+// Group g (of 32 values) of a row of Q4_0, Q4_1 or Q4_K blocks as levels 0..15, a scale and an
+// offset: w = scale * level + low, the same float operations as ggml's dequantization (Q4_0:
+// d * (q - 8) = d * q - 8 d exactly; Q4_K: d1 * q - m1 with d1 = d * sc, m1 = dmin * m).
+inline void q4_group(int64_t type, const uint8_t* row, int64_t g, uint32_t* levels, float* scale, float* low) {
+  if (type == Q4_0 || type == Q4_1) {
+    const bool q4_1 = type == Q4_1;
+    const uint8_t* b = row + g * (q4_1 ? 20 : 18);
+    const float d = half_at(b);
+    const uint8_t* qs = b + (q4_1 ? 4 : 2);
+    for (int j = 0; j < 16; ++j) {
+      levels[j] = qs[j] & 0x0F;
+      levels[j + 16] = qs[j] >> 4;
+    }
+    *scale = d;
+    *low = q4_1 ? half_at(b + 2) : -8.f * d;
+    return;
+  }
+  // Q4_K: d · dmin · scales[12] · qs[128]; sub-block j: the low (j even) or high nibbles of qs[32 (j/2) ...]
+  const uint8_t* b = row + (g / 8) * 144;
+  const int sub = static_cast<int>(g % 8);
+  uint8_t sc, m;
+  scale_min_k4(sub, b + 4, &sc, &m);
+  const uint8_t* q = b + 16 + 32 * (sub / 2);
+  for (int l = 0; l < 32; ++l) levels[l] = sub % 2 ? q[l] >> 4 : q[l] & 0x0F;
+  *scale = half_at(b) * sc;
+  *low = -(half_at(b + 2) * m);
 }
 
 }  // namespace firebox::gguf

@@ -23,19 +23,13 @@ namespace {
 
 using namespace firebox::gguf;
 
-void q4_0(const uint8_t* b, float* y) {  // d · qs[16]
-  const float d = half_at(b);
-  for (int j = 0; j < 16; ++j) {
-    y[j] = static_cast<float>((b[2 + j] & 0x0F) - 8) * d;
-    y[j + 16] = static_cast<float>((b[2 + j] >> 4) - 8) * d;
-  }
-}
-
-void q4_1(const uint8_t* b, float* y) {  // d · m · qs[16]
-  const float d = half_at(b), m = half_at(b + 2);
-  for (int j = 0; j < 16; ++j) {
-    y[j] = static_cast<float>(b[4 + j] & 0x0F) * d + m;
-    y[j + 16] = static_cast<float>(b[4 + j] >> 4) * d + m;
+template <int64_t TYPE, int64_t GROUPS>  // Q4_0, Q4_1 (one group a block), Q4_K (eight)
+void q4_grid(const uint8_t* b, float* y) {
+  uint32_t levels[32];
+  float scale, low;
+  for (int64_t g = 0; g < GROUPS; ++g, y += 32) {
+    q4_group(TYPE, b, g, levels, &scale, &low);
+    for (int l = 0; l < 32; ++l) y[l] = scale * static_cast<float>(levels[l]) + low;
   }
 }
 
@@ -64,12 +58,11 @@ void q8_0(const uint8_t* b, float* y) {  // d · qs:int8[32]
   for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(static_cast<int8_t>(b[2 + j])) * d;
 }
 
-template <bool FIVE_BITS>  // Q4_K: d · dmin · scales[12] · qs[128]; Q5_K: ... · qh[32] · qs[128]
-void qk(const uint8_t* b, float* y) {
+void q5_k(const uint8_t* b, float* y) {  // d · dmin · scales[12] · qh[32] · qs[128]
   const float d = half_at(b), dmin = half_at(b + 2);
   const uint8_t* scales = b + 4;
   const uint8_t* qh = b + 16;
-  const uint8_t* q = b + (FIVE_BITS ? 48 : 16);
+  const uint8_t* q = b + 48;
   uint8_t u1 = 1, u2 = 2;
   for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32) {
     uint8_t sc, m;
@@ -77,14 +70,8 @@ void qk(const uint8_t* b, float* y) {
     const float d1 = d * sc, m1 = dmin * m;
     scale_min_k4(is + 1, scales, &sc, &m);
     const float d2 = d * sc, m2 = dmin * m;
-    for (int l = 0; l < 32; ++l) {
-      const int high = FIVE_BITS && (qh[l] & u1) ? 16 : 0;
-      *y++ = d1 * static_cast<float>((q[l] & 0xF) + high) - m1;
-    }
-    for (int l = 0; l < 32; ++l) {
-      const int high = FIVE_BITS && (qh[l] & u2) ? 16 : 0;
-      *y++ = d2 * static_cast<float>((q[l] >> 4) + high) - m2;
-    }
+    for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>((q[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+    for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>((q[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
     u1 <<= 2;
     u2 <<= 2;
   }
@@ -117,13 +104,13 @@ struct BlockFormat {
 
 bool block_format(int64_t type, BlockFormat* f) {
   switch (type) {
-    case Q4_0: *f = {32, 18, q4_0}; return true;
-    case Q4_1: *f = {32, 20, q4_1}; return true;
+    case Q4_0: *f = {32, 18, q4_grid<Q4_0, 1>}; return true;
+    case Q4_1: *f = {32, 20, q4_grid<Q4_1, 1>}; return true;
     case Q5_0: *f = {32, 22, q5<false>}; return true;
     case Q5_1: *f = {32, 24, q5<true>}; return true;
     case Q8_0: *f = {32, 34, q8_0}; return true;
-    case Q4_K: *f = {QK_K, 144, qk<false>}; return true;
-    case Q5_K: *f = {QK_K, 176, qk<true>}; return true;
+    case Q4_K: *f = {QK_K, 144, q4_grid<Q4_K, 8>}; return true;
+    case Q5_K: *f = {QK_K, 176, q5_k}; return true;
     case Q6_K: *f = {QK_K, 210, q6_k}; return true;
     default: return false;
   }

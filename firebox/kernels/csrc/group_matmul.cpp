@@ -452,33 +452,51 @@ inline void store_quads(const uint32_t* levels, uint32_t* quads) {
   }
 }
 
-void pack_block_q4(const float* w, int64_t N, int64_t K, int64_t nb, uint32_t* words, at::Half* scale, at::Half* low) {
-  const int64_t groups = K / kGroup;
-  for (int64_t c = 0; c < kBlock; ++c) {
-    const int64_t n = nb * kBlock + c;
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t at = (nb * groups + g) * kBlock + c;
-      uint32_t* quads = words + (nb * groups + g) * 4 * kBlock + c;  // quad u at quads[u * kBlock]
-      if (n >= N) {
-        for (int64_t u = 0; u < 4; ++u) quads[u * kBlock] = 0;
-        scale[at] = low[at] = at::Half(0.f);
-        continue;
+// The q4 layout of an N x K weight, its group g of row n given by `fill(n, g, levels, scale, low)`:
+// the 32 levels, and the fp16 scale and offset written in place. Columns past N are zero.
+template <typename Fill>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_layout(int64_t N, int64_t K, const at::TensorOptions& options,
+                                                           const Fill& fill) {
+  const int64_t groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
+  at::Tensor packed = at::empty({blocks, groups, 4, kBlock}, options.dtype(at::kInt));
+  at::Tensor scale = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
+  at::Tensor low = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
+  uint32_t* words = reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>());
+  at::Half* scales = scale.data_ptr<at::Half>();
+  at::Half* lows = low.data_ptr<at::Half>();
+  at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
+    uint32_t levels[kGroup];
+    for (int64_t nb = b; nb < e; ++nb)
+      for (int64_t c = 0; c < kBlock; ++c) {
+        const int64_t n = nb * kBlock + c;
+        for (int64_t g = 0; g < groups; ++g) {
+          const int64_t at = (nb * groups + g) * kBlock + c;
+          uint32_t* quads = words + (nb * groups + g) * 4 * kBlock + c;  // quad u at quads[u * kBlock]
+          if (n >= N) {
+            for (int64_t u = 0; u < 4; ++u) quads[u * kBlock] = 0;
+            scales[at] = lows[at] = at::Half(0.f);
+            continue;
+          }
+          fill(n, g, levels, scales + at, lows + at);
+          store_quads(levels, quads);
+        }
       }
-      const float* wg = w + n * K + g * kGroup;
-      float lo = wg[0], hi = wg[0];
-      for (int64_t k = 1; k < kGroup; ++k) {
-        lo = std::min(lo, wg[k]);
-        hi = std::max(hi, wg[k]);
-      }
-      lo = to_half(lo, low + at);
-      const float inv = 1.f / to_half(std::max((hi - lo) / 15.f, kSmallestScale), scale + at);
-      uint32_t levels[kGroup];
-#pragma omp simd
-      for (int64_t k = 0; k < kGroup; ++k)
-        levels[k] = static_cast<uint32_t>(std::min(15.f, std::max(0.f, std::nearbyint((wg[k] - lo) * inv))));
-      store_quads(levels, quads);
-    }
+  });
+  return {packed, scale, low};
+}
+
+// A float group's q4 grid: its min and max span the 16 levels.
+void q4_levels(const float* wg, uint32_t* levels, at::Half* scale, at::Half* low) {
+  float lo = wg[0], hi = wg[0];
+  for (int64_t k = 1; k < kGroup; ++k) {
+    lo = std::min(lo, wg[k]);
+    hi = std::max(hi, wg[k]);
   }
+  lo = to_half(lo, low);
+  const float inv = 1.f / to_half(std::max((hi - lo) / 15.f, kSmallestScale), scale);
+#pragma omp simd
+  for (int64_t k = 0; k < kGroup; ++k)
+    levels[k] = static_cast<uint32_t>(std::min(15.f, std::max(0.f, std::nearbyint((wg[k] - lo) * inv))));
 }
 
 void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* packed, at::Half* scale) {
@@ -511,37 +529,6 @@ void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* pac
 // for Q4_K the products d * sc and dmin * m lose under 1e-3 of their value). This skips writing and
 // re-reading the whole model as fp32 at load.
 
-struct GroupGrid {
-  uint32_t levels[kGroup];
-  float scale, low;
-};
-
-void read_gguf_group(int64_t type, const uint8_t* row, int64_t g, GroupGrid* out) {
-  namespace gg = firebox::gguf;
-  if (type == gg::Q4_0 || type == gg::Q4_1) {
-    const bool q4_1 = type == gg::Q4_1;
-    const uint8_t* b = row + g * (q4_1 ? 20 : 18);
-    const float d = gg::half_at(b);
-    const uint8_t* qs = b + (q4_1 ? 4 : 2);
-    for (int j = 0; j < 16; ++j) {
-      out->levels[j] = qs[j] & 0x0F;
-      out->levels[j + 16] = qs[j] >> 4;
-    }
-    out->scale = d;
-    out->low = q4_1 ? gg::half_at(b + 2) : -8.f * d;
-    return;
-  }
-  // Q4_K: d · dmin · scales[12] · qs[128]; sub-block j: the low (j even) or high nibbles of qs[32 (j/2) ...]
-  const uint8_t* b = row + (g / 8) * 144;
-  const int sub = static_cast<int>(g % 8);
-  uint8_t sc, m;
-  gg::scale_min_k4(sub, b + 4, &sc, &m);
-  const uint8_t* q = b + 16 + 32 * (sub / 2);
-  for (int l = 0; l < 32; ++l) out->levels[l] = sub % 2 ? q[l] >> 4 : q[l] & 0x0F;
-  out->scale = gg::half_at(b) * sc;
-  out->low = -(gg::half_at(b + 2) * m);
-}
-
 int64_t gguf_row_bytes(int64_t type, int64_t K) {
   namespace gg = firebox::gguf;
   switch (type) {
@@ -563,16 +550,12 @@ namespace firebox {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4(at::Tensor weight) {
   const at::Tensor w = checked_weight(weight);
-  const int64_t N = w.size(0), K = w.size(1), groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
-  at::Tensor packed = at::empty({blocks, groups, 4, kBlock}, w.options().dtype(at::kInt));
-  at::Tensor scale = at::empty({blocks, groups, kBlock}, w.options().dtype(at::kHalf));
-  at::Tensor low = at::empty({blocks, groups, kBlock}, w.options().dtype(at::kHalf));
-  at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
-    for (int64_t nb = b; nb < e; ++nb)
-      pack_block_q4(w.data_ptr<float>(), N, K, nb, reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>()),
-                    scale.data_ptr<at::Half>(), low.data_ptr<at::Half>());
+  const int64_t K = w.size(1);
+  const float* values = w.data_ptr<float>();
+  return pack_q4_layout(w.size(0), K, w.options(), [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale,
+                                                       at::Half* low) {
+    q4_levels(values + n * K + g * kGroup, levels, scale, low);
   });
-  return {packed, scale, low};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K,
@@ -587,38 +570,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_gguf(at::Tensor raw, int6
               "row_order: int64 [N] or empty");
   TORCH_CHECK(!reordered || (row_order.min().item<int64_t>() >= 0 && row_order.max().item<int64_t>() < N),
               "row_order out of range");
-  const int64_t groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
-  const auto options = raw.options();
-  at::Tensor packed = at::empty({blocks, groups, 4, kBlock}, options.dtype(at::kInt));
-  at::Tensor scale = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
-  at::Tensor low = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
   const uint8_t* bytes = raw.data_ptr<uint8_t>();
   const int64_t* order = reordered ? row_order.data_ptr<int64_t>() : nullptr;
-  uint32_t* words = reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>());
-  at::Half* scales = scale.data_ptr<at::Half>();
-  at::Half* lows = low.data_ptr<at::Half>();
-  at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
-    GroupGrid grid;
-    for (int64_t nb = b; nb < e; ++nb)
-      for (int64_t c = 0; c < kBlock; ++c) {
-        const int64_t n = nb * kBlock + c;
-        for (int64_t g = 0; g < groups; ++g) {
-          const int64_t at = (nb * groups + g) * kBlock + c;
-          uint32_t* quads = words + (nb * groups + g) * 4 * kBlock + c;
-          if (n >= N) {
-            for (int64_t u = 0; u < 4; ++u) quads[u * kBlock] = 0;
-            scales[at] = lows[at] = at::Half(0.f);
-            continue;
-          }
-          const int64_t src = order ? order[n] : n;
-          read_gguf_group(ggml_type, bytes + src * row_bytes, g, &grid);
-          scales[at] = at::Half(grid.scale);
-          lows[at] = at::Half(grid.low);
-          store_quads(grid.levels, quads);
-        }
-      }
+  return pack_q4_layout(N, K, raw.options(), [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale,
+                                                at::Half* low) {
+    float s, l;
+    firebox::gguf::q4_group(ggml_type, bytes + (order ? order[n] : n) * row_bytes, g, levels, &s, &l);
+    *scale = at::Half(s);
+    *low = at::Half(l);
   });
-  return {packed, scale, low};
 }
 
 std::tuple<at::Tensor, at::Tensor> pack_q8(at::Tensor weight) {
