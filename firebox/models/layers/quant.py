@@ -2,9 +2,10 @@
 
 firebox's group kernels (`kernels/csrc/group_matmul.cpp`) keep each weight in its 4- or 8-bit grid
 with one scale (and for 4-bit one offset) per group of 32 inputs, quantize the activations per
-group on entry (to int8 against 4-bit weights, int16 against 8-bit ones), and multiply with
-integer instructions: one kernel for every number of
-rows, whose result for a row never depends on the other rows of the step (batch invariance).
+group on entry (to int16; 4-bit weights take int8 ones when `activation_bits` is 8, as
+`--quantization fast` sets it), and multiply with integer instructions: one kernel for every
+number of rows, whose result for a row never depends on the other rows of the step (batch
+invariance).
 Where the native kernels did not build, 4-bit weights fall back to torch's tinygemm int4 kernel
 for small steps (`BatchAdaptiveKernel`, with a dense matmul for large ones).
 
