@@ -16,6 +16,7 @@ import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from firebox.kernels import has_native_op
+from firebox.loader.quantized import NATIVE_BLOCK_TYPES
 
 QK_K = 256  # values per K-quant super-block
 _CHUNK_VALUES = 1 << 21  # values decoded per step (8 MB of float32)
@@ -40,7 +41,7 @@ def dequantize(raw: torch.Tensor, ggml_type: GGMLQuantizationType) -> torch.Tens
     """Flat uint8 bytes of `ggml_type` -> flat float32 values."""
     if ggml_type in _NATIVE_DTYPES:
         return raw.view(_NATIVE_DTYPES[ggml_type]).to(torch.float32)
-    if ggml_type in _NATIVE_TYPES and has_native_op("dequantize_gguf"):  # the same values, ~10x faster
+    if ggml_type in NATIVE_BLOCK_TYPES and has_native_op("dequantize_gguf"):  # the same values, ~10x faster
         return torch.ops.firebox.dequantize_gguf(raw.contiguous(), int(ggml_type))
     dequantizer = _DEQUANTIZERS.get(ggml_type)
     if dequantizer is None:
@@ -174,9 +175,6 @@ def _q6_k(blocks: torch.Tensor) -> torch.Tensor:  # ql:u8[128] · qh:u8[64] · s
 
 
 # the types kernels/csrc/gguf_dequant.cpp decodes (the others, rarer, only here)
-_NATIVE_TYPES = frozenset(
-    GGMLQuantizationType[name] for name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
-)
 
 _DEQUANTIZERS: dict[GGMLQuantizationType, Callable[[torch.Tensor], torch.Tensor]] = {
     GGMLQuantizationType.Q8_0: _q8_0,

@@ -17,7 +17,7 @@ from gguf import LlamaFileType
 
 from firebox.loader.arch_config import ArchConfig
 from firebox.loader.gguf_file import GGUFFile, GGUFTensorInfo
-from firebox.loader.quantized import Q4_GRID_TYPES, QuantizedTensor, WeightTensor
+from firebox.loader.quantized import NATIVE_BLOCK_TYPES, QuantizedTensor, WeightTensor
 
 if TYPE_CHECKING:  # torch is imported where weights are read, not where a model is described
     import torch
@@ -115,11 +115,11 @@ def iter_gguf_weights(
     file: GGUFFile,
     arch: ArchConfig,
     progress: Callable[[int, int], None] | None = None,
-    keep_q4_blocks: bool = False,
+    keep_blocks: bool = False,
 ) -> Iterator[tuple[str, WeightTensor]]:
     """Every weight under its Hugging Face name; quantized tensors dequantized to float32, float
-    ones in their own dtype, and with `keep_q4_blocks` the 4-bit matrices a q4 grid holds as they
-    are (`QuantizedTensor`); `progress(done, total)` as each GGUF tensor is decoded."""
+    ones in their own dtype, and with `keep_blocks` the matrices of a block type firebox decodes
+    natively as they are (`QuantizedTensor`); `progress(done, total)` as each GGUF tensor is read."""
     permute_heads = gguf_architecture(file) == "llama"
     infos = [info for name, info in file.tensors.items() if name not in _NON_WEIGHTS]
     names = [hf_tensor_name(info.name) for info in infos]  # fails before any work on unknown names
@@ -127,7 +127,7 @@ def iter_gguf_weights(
         rope_heads = None
         if permute_heads and re.search(r"\.self_attn\.[qk]_proj\.", hf_name):
             rope_heads = arch.num_attention_heads if ".q_proj." in hf_name else arch.num_key_value_heads
-        if keep_q4_blocks and len(info.shape) == 2 and info.ggml_type in Q4_GRID_TYPES and "{expert}" not in hf_name:
+        if keep_blocks and len(info.shape) == 2 and info.ggml_type in NATIVE_BLOCK_TYPES and "{expert}" not in hf_name:
             items: list[tuple[str, WeightTensor]] = [(hf_name, _quantized(file, info, rope_heads))]
         else:
             tensor = _read(file, info)

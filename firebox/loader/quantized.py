@@ -1,9 +1,10 @@
 """A GGUF matrix still in its quantized blocks, for consumers that take them as they are.
 
-The weight stream of a GGUF checkpoint hands 4-bit matrices (Q4_0, Q4_1, Q4_K) over in this form:
-a sink that packs 4-bit layers copies their levels directly (`models/layers/quant.py`), and
-anything else asks for `dense()`. Loading a 1B-parameter Q4_K_M model otherwise writes and reads
-back 4 GB of float32 that it then throws away.
+The weight stream of a GGUF checkpoint hands block-quantized matrices over in this form: a sink
+that packs quantized layers takes them from their blocks (`models/layers/quant.py`: 4-bit grids
+copied as they are, other types decoded a row at a time while packing), and anything else asks
+for `dense()`. Loading a 1B-parameter Q4_K_M model otherwise writes and reads back 4 GB of
+float32 that it then throws away.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ if TYPE_CHECKING:  # torch is imported where weights are read, not where a model
 
 # The 4-bit block types whose grid is firebox's q4 grid (levels 0..15, a scale and an offset per 32)
 Q4_GRID_TYPES = frozenset({GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q4_K})
+# The block types firebox's native kernels decode (kernels/csrc/gguf_dequant.cpp) and pack from blocks
+NATIVE_BLOCK_TYPES = Q4_GRID_TYPES | frozenset(
+    GGMLQuantizationType[name] for name in ("Q5_0", "Q5_1", "Q8_0", "Q5_K", "Q6_K")
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,7 +113,7 @@ def gguf_source(path: Path, progress: Progress | None = None) -> ModelSource:
         max_model_len=arch.max_position_embeddings,
         is_dummy=False,
         description=f"GGUF {gguf_file_type(file)} {path}",
-        read_weights=partial(iter_gguf_weights, file, arch, progress, keep_q4_blocks=True),
+        read_weights=partial(iter_gguf_weights, file, arch, progress, keep_blocks=True),
         weight_bits=gguf_weight_bits(gguf_file_type(file)),
     )
 

@@ -14,8 +14,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from firebox.engine.runner.weight_kernels import PackingSink, install_weight_kernels
 from firebox.kernels import load_native
 from firebox.models.layers.linear import Linear
-from firebox.loader.quantized import Q4_GRID_TYPES, QuantizedTensor
-from firebox.models.layers.quant import GroupKernel, pack_q4_blocks
+from firebox.loader.quantized import NATIVE_BLOCK_TYPES, Q4_GRID_TYPES, QuantizedTensor
+from firebox.models.layers.quant import GroupKernel, pack_q4_blocks, pack_q8_blocks, quantize_q4, quantize_q8
 from tests.models.helpers import arch_config_of, make_hf_model, tiny
 
 pytestmark = pytest.mark.skipif(not load_native(), reason="the native kernels did not build here")
@@ -61,19 +61,48 @@ def test_the_sink_takes_every_tensor_of_the_packed_layers() -> None:
     assert sorted(sink.parts) == sorted(f"{name}.weight" for name in layers)
 
 
+# Where a K-quant block keeps its fp16 scales (the gguf package cannot quantize these types)
+_K_QUANT_SCALES = {GGMLQuantizationType.Q4_K: (0, 2), GGMLQuantizationType.Q5_K: (0, 2), GGMLQuantizationType.Q6_K: (208,)}
+
+
 def _gguf_matrix(qtype: GGMLQuantizationType, rows: int, cols: int, rng: np.random.Generator) -> QuantizedTensor:
     """A [rows, cols] GGUF matrix of `qtype`: quantized by the gguf package where it can, else
-    (Q4_K) random blocks with finite fp16 scales, as tests/loader/test_dequant.py makes them."""
-    if qtype == GGMLQuantizationType.Q4_K:
+    (K-quants) random blocks with finite fp16 scales, as tests/loader/test_dequant.py makes them."""
+    if qtype in _K_QUANT_SCALES:
         _, type_size = GGML_QUANT_SIZES[qtype]
         blocks = rng.integers(0, 256, size=(rows * cols // 256, type_size), dtype=np.uint8)
-        for offset in (0, 2):  # d, dmin
+        for offset in _K_QUANT_SCALES[qtype]:  # d (and dmin)
             halves = rng.uniform(0.001, 0.05, size=len(blocks)).astype(np.float16)
             blocks[:, offset : offset + 2] = halves.view(np.uint8).reshape(-1, 2)
         raw = blocks.reshape(-1)
     else:
         raw = quants.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype).view(np.uint8).reshape(-1)
     return QuantizedTensor(torch.from_numpy(raw.copy()), qtype, torch.Size((rows, cols)))
+
+
+@pytest.mark.parametrize("qtype", sorted(NATIVE_BLOCK_TYPES), ids=lambda t: t.name)
+def test_gguf_blocks_pack_as_their_dequantized_matrix_does(qtype: GGMLQuantizationType) -> None:
+    """Packing from blocks (a row decoded at a time, no float copy of the matrix) gives the bits
+    that packing the dequantized matrix gives: q8 always, q4 for every type that is not already a
+    q4 grid (those copy their own levels; tested below); rows reorder as the rope unpermute asks."""
+    rng = np.random.default_rng(100 + int(qtype))
+    rows, cols = 40, 512  # 40 rows: a zero-padded last column block
+    for row_order in (None, torch.from_numpy(rng.permutation(rows))):
+        tensor = dataclasses.replace(_gguf_matrix(qtype, rows, cols, rng), row_order=row_order)
+        weight = tensor.dense()
+        packed_q8, expected_q8 = pack_q8_blocks(tensor), quantize_q8(weight)
+        assert packed_q8.out_features == rows
+        assert torch.equal(packed_q8.packed, expected_q8.packed) and torch.equal(packed_q8.scale, expected_q8.scale)
+        if qtype not in Q4_GRID_TYPES:
+            packed_q4, expected_q4 = pack_q4_blocks(tensor), quantize_q4(weight)
+            for field in ("packed", "scale", "low"):
+                assert torch.equal(getattr(packed_q4, field), getattr(expected_q4, field)), field
+
+
+def test_gguf_block_packing_refuses_a_type_it_cannot_decode() -> None:
+    raw = torch.zeros(32 * 64 * 2, dtype=torch.uint8)  # F16 bytes of a 32 x 64 matrix
+    with pytest.raises(RuntimeError, match="no native decoder"):
+        torch.ops.firebox.pack_q8_gguf(raw, int(GGMLQuantizationType.F16), 32, 64, torch.empty(0, dtype=torch.long))
 
 
 @pytest.mark.parametrize("qtype", sorted(Q4_GRID_TYPES), ids=lambda t: t.name)

@@ -29,7 +29,7 @@ import torch
 from firebox.config import Quantization
 from firebox.kernels import load_native
 from firebox.kernels.cpu import cpu_has_native_bf16
-from firebox.loader.quantized import Q4_GRID_TYPES, QuantizedTensor, WeightTensor, dense
+from firebox.loader.quantized import QuantizedTensor, WeightTensor, dense
 from firebox.models.layers.linear import Linear
 from firebox.models.layers.quant import (
     COLUMN_BLOCK,
@@ -40,6 +40,7 @@ from firebox.models.layers.quant import (
     Q4Weight,
     Q8Weight,
     pack_q4_blocks,
+    pack_q8_blocks,
     quantize_q4,
     quantize_q8,
     quantize_tinygemm_int4,
@@ -104,8 +105,8 @@ class PackingSink:
         bits = self.bits.get(param_name)
         if bits is None:
             return False
-        if bits == 4 and isinstance(tensor, QuantizedTensor) and tensor.ggml_type in Q4_GRID_TYPES:
-            packed = pack_q4_blocks(tensor, self.activation_bits)  # the file's own levels
+        if isinstance(tensor, QuantizedTensor):  # from its blocks, never a float copy of the matrix
+            packed = pack_q4_blocks(tensor, self.activation_bits) if bits == 4 else pack_q8_blocks(tensor)
         else:
             weight = dense(tensor).float()
             packed = quantize_q4(weight, self.activation_bits) if bits == 4 else quantize_q8(weight)

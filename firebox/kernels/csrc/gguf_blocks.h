@@ -60,4 +60,9 @@ inline void q4_group(int64_t type, const uint8_t* row, int64_t g, uint32_t* leve
   *low = -(half_at(b + 2) * m);
 }
 
+// Any type the dequantizer knows (gguf_dequant.cpp): values and bytes per block, and one row of
+// K values decoded to fp32 exactly as `dequantize_gguf` decodes it. False / no-op for other types.
+bool block_layout(int64_t type, int64_t* block_size, int64_t* type_size);
+void dequantize_row(int64_t type, const uint8_t* row, int64_t K, float* out);
+
 }  // namespace firebox::gguf

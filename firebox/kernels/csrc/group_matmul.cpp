@@ -39,6 +39,7 @@
 #include <limits>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "gguf_blocks.h"
 #include "ops.h"
@@ -454,10 +455,11 @@ inline void store_quads(const uint32_t* levels, uint32_t* quads) {
 }
 
 // The q4 layout of an N x K weight, its group g of row n given by `fill(n, g, levels, scale, low)`:
-// the 32 levels, and the fp16 scale and offset written in place. Columns past N are zero.
-template <typename Fill>
+// the 32 levels, and the fp16 scale and offset written in place; `make_fill()` gives each thread
+// its own `fill` (one that decodes GGUF rows keeps the row it decoded). Columns past N are zero.
+template <typename MakeFill>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_layout(int64_t N, int64_t K, const at::TensorOptions& options,
-                                                           const Fill& fill) {
+                                                           const MakeFill& make_fill) {
   const int64_t groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
   at::Tensor packed = at::empty({blocks, groups, 4, kBlock}, options.dtype(at::kInt));
   at::Tensor scale = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
@@ -466,6 +468,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_layout(int64_t N, int64_t
   at::Half* scales = scale.data_ptr<at::Half>();
   at::Half* lows = low.data_ptr<at::Half>();
   at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
+    auto fill = make_fill();
     uint32_t levels[kGroup];
     for (int64_t nb = b; nb < e; ++nb)
       for (int64_t c = 0; c < kBlock; ++c) {
@@ -486,24 +489,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_layout(int64_t N, int64_t
   return {packed, scale, low};
 }
 
-// A float group's q4 grid: its min and max span the 16 levels.
+// A float group's q4 grid: its min and max span the 16 levels. (The loops are written so that
+// they vectorize: std::min / std::max reductions and clamps kept them scalar, and this was most
+// of the load time of a Q6_K matrix.)
 void q4_levels(const float* wg, uint32_t* levels, at::Half* scale, at::Half* low) {
   float lo = wg[0], hi = wg[0];
+#pragma omp simd reduction(min : lo) reduction(max : hi)
   for (int64_t k = 1; k < kGroup; ++k) {
-    lo = std::min(lo, wg[k]);
-    hi = std::max(hi, wg[k]);
+    lo = wg[k] < lo ? wg[k] : lo;
+    hi = wg[k] > hi ? wg[k] : hi;
   }
   lo = to_half(lo, low);
   const float inv = 1.f / to_half(std::max((hi - lo) / 15.f, kSmallestScale), scale);
 #pragma omp simd
-  for (int64_t k = 0; k < kGroup; ++k)
-    levels[k] = static_cast<uint32_t>(std::min(15.f, std::max(0.f, std::nearbyint((wg[k] - lo) * inv))));
+  for (int64_t k = 0; k < kGroup; ++k) {
+    float level = std::nearbyint((wg[k] - lo) * inv);
+    level = level < 0.f ? 0.f : level;
+    level = level > 15.f ? 15.f : level;
+    levels[k] = static_cast<uint32_t>(static_cast<int32_t>(level));
+  }
 }
 
-void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* packed, at::Half* scale) {
+// Column block nb of the q8 layout; `row(n)` gives row n's K floats.
+template <typename Row>
+void pack_block_q8(Row& row, int64_t N, int64_t K, int64_t nb, int8_t* packed, at::Half* scale) {
   const int64_t groups = K / kGroup;
   for (int64_t c = 0; c < kBlock; ++c) {
     const int64_t n = nb * kBlock + c;
+    const float* w = n < N ? row(n) : nullptr;
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t at = (nb * groups + g) * kBlock + c;
       int8_t* cells = packed + ((nb * groups + g) * kPairs * kBlock + c) * 2;
@@ -512,32 +525,92 @@ void pack_block_q8(const float* w, int64_t N, int64_t K, int64_t nb, int8_t* pac
         for (int64_t j = 0; j < kPairs; ++j) cells[j * kBlock * 2] = cells[j * kBlock * 2 + 1] = 0;
         continue;
       }
-      const float* wg = w + n * K + g * kGroup;
+      const float* wg = w + g * kGroup;
       float amax = 0.f;
-      for (int64_t k = 0; k < kGroup; ++k) amax = std::max(amax, std::fabs(wg[k]));
+#pragma omp simd reduction(max : amax)
+      for (int64_t k = 0; k < kGroup; ++k) amax = std::fabs(wg[k]) > amax ? std::fabs(wg[k]) : amax;
       const float inv = 1.f / to_half(std::max(amax / 127.f, kSmallestScale), scale + at);
-      for (int64_t k = 0; k < kGroup; ++k)
-        cells[(k / 2) * kBlock * 2 + k % 2] =
-            static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(wg[k] * inv))));
+      int32_t q[kGroup];
+#pragma omp simd
+      for (int64_t k = 0; k < kGroup; ++k) {
+        float level = std::nearbyint(wg[k] * inv);
+        level = level < -127.f ? -127.f : level;
+        level = level > 127.f ? 127.f : level;
+        q[k] = static_cast<int32_t>(level);
+      }
+      for (int64_t k = 0; k < kGroup; ++k) cells[(k / 2) * kBlock * 2 + k % 2] = static_cast<int8_t>(q[k]);
     }
   }
 }
 
-// --- packing GGUF 4-bit blocks as they are ------------------------------------------------------
+// The q8 layout of an N x K weight whose rows `make_row()` gives (one getter per thread).
+template <typename MakeRow>
+std::tuple<at::Tensor, at::Tensor> pack_q8_layout(int64_t N, int64_t K, const at::TensorOptions& options,
+                                                  const MakeRow& make_row) {
+  const int64_t groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
+  at::Tensor packed = at::empty({blocks, groups, kPairs, kBlock * 2}, options.dtype(at::kChar));
+  at::Tensor scale = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
+  at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
+    auto row = make_row();
+    for (int64_t nb = b; nb < e; ++nb)
+      pack_block_q8(row, N, K, nb, packed.data_ptr<int8_t>(), scale.data_ptr<at::Half>());
+  });
+  return {packed, scale};
+}
+
+// --- packing GGUF blocks -----------------------------------------------------------------------
 // Q4_0 (w = d * (q - 8)), Q4_1 (w = d * q + m) and Q4_K (w = d * sc * q - dmin * m per 32 of a
 // 256 super-block) are all the q4 grid already: their levels are copied, not recomputed from
 // dequantized floats, and only the scale and offset are rounded to fp16 (exact for Q4_0/Q4_1;
-// for Q4_K the products d * sc and dmin * m lose under 1e-3 of their value). This skips writing and
-// re-reading the whole model as fp32 at load.
+// for Q4_K the products d * sc and dmin * m lose under 1e-3 of their value). Any other type
+// (Q5_K, Q6_K, Q8_0, ...) is decoded a row at a time into a thread's buffer and gridded from
+// there, with the same values and arithmetic as packing its dequantized matrix. Either way the
+// whole model is never written and re-read as fp32 at load.
 
-int64_t gguf_row_bytes(int64_t type, int64_t K) {
-  namespace gg = firebox::gguf;
-  switch (type) {
-    case gg::Q4_0: return K / 32 * 18;
-    case gg::Q4_1: return K / 32 * 20;
-    case gg::Q4_K: return K / gg::QK_K * 144;
-    default: return -1;
+struct GgufMatrix {
+  const uint8_t* bytes;
+  int64_t type, K, row_bytes;
+  const int64_t* order;  // the stored row of each model row, or null
+
+  const uint8_t* row(int64_t n) const { return bytes + (order ? order[n] : n) * row_bytes; }
+};
+
+// Row n of a GGUF matrix as fp32, decoded once while a packer reads its groups in turn.
+class DecodedRow {
+ public:
+  explicit DecodedRow(const GgufMatrix& m) : m_(m), values_(m.K) {}
+  const float* operator()(int64_t n) {
+    if (n != decoded_) {
+      firebox::gguf::dequantize_row(m_.type, m_.row(n), m_.K, values_.data());
+      decoded_ = n;
+    }
+    return values_.data();
   }
+
+ private:
+  const GgufMatrix& m_;
+  std::vector<float> values_;
+  int64_t decoded_ = -1;
+};
+
+bool is_q4_grid(int64_t type) {
+  namespace gg = firebox::gguf;
+  return type == gg::Q4_0 || type == gg::Q4_1 || type == gg::Q4_K;
+}
+
+GgufMatrix checked_gguf_matrix(const at::Tensor& raw, int64_t type, int64_t N, int64_t K, const at::Tensor& row_order) {
+  int64_t block_size, type_size;
+  TORCH_CHECK(firebox::gguf::block_layout(type, &block_size, &type_size), "no native decoder for GGML type ", type);
+  TORCH_CHECK(K % block_size == 0 && K % kGroup == 0, "K is not whole blocks");
+  const int64_t row_bytes = K / block_size * type_size;
+  TORCH_CHECK(raw.scalar_type() == at::kByte && raw.is_contiguous() && raw.numel() == N * row_bytes,
+              "raw: the tensor's N x K GGUF bytes");
+  const bool reordered = row_order.numel() > 0;
+  TORCH_CHECK(!reordered || (row_order.scalar_type() == at::kLong && row_order.numel() == N && row_order.is_contiguous()),
+              "row_order: int64 [N] or empty");
+  TORCH_CHECK(!reordered || (row_order.min().item<int64_t>() >= 0 && row_order.max().item<int64_t>() < N),
+              "row_order out of range");
+  return {raw.data_ptr<uint8_t>(), type, K, row_bytes, reordered ? row_order.data_ptr<int64_t>() : nullptr};
 }
 
 at::Tensor checked_weight(const at::Tensor& weight) {
@@ -553,45 +626,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4(at::Tensor weight) {
   const at::Tensor w = checked_weight(weight);
   const int64_t K = w.size(1);
   const float* values = w.data_ptr<float>();
-  return pack_q4_layout(w.size(0), K, w.options(), [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale,
-                                                       at::Half* low) {
-    q4_levels(values + n * K + g * kGroup, levels, scale, low);
+  return pack_q4_layout(w.size(0), K, w.options(), [&] {
+    return [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale, at::Half* low) {
+      q4_levels(values + n * K + g * kGroup, levels, scale, low);
+    };
   });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K,
                                                           at::Tensor row_order) {
-  const int64_t row_bytes = gguf_row_bytes(ggml_type, K);
-  TORCH_CHECK(row_bytes > 0, "pack_q4_gguf takes Q4_0, Q4_1 and Q4_K blocks, not GGML type ", ggml_type);
-  TORCH_CHECK(K % (ggml_type == firebox::gguf::Q4_K ? firebox::gguf::QK_K : kGroup) == 0, "K is not whole blocks");
-  TORCH_CHECK(raw.scalar_type() == at::kByte && raw.is_contiguous() && raw.numel() == N * row_bytes,
-              "raw: the tensor's N x K GGUF bytes");
-  const bool reordered = row_order.numel() > 0;
-  TORCH_CHECK(!reordered || (row_order.scalar_type() == at::kLong && row_order.numel() == N && row_order.is_contiguous()),
-              "row_order: int64 [N] or empty");
-  TORCH_CHECK(!reordered || (row_order.min().item<int64_t>() >= 0 && row_order.max().item<int64_t>() < N),
-              "row_order out of range");
-  const uint8_t* bytes = raw.data_ptr<uint8_t>();
-  const int64_t* order = reordered ? row_order.data_ptr<int64_t>() : nullptr;
-  return pack_q4_layout(N, K, raw.options(), [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale,
-                                                at::Half* low) {
-    float s, l;
-    firebox::gguf::q4_group(ggml_type, bytes + (order ? order[n] : n) * row_bytes, g, levels, &s, &l);
-    *scale = at::Half(s);
-    *low = at::Half(l);
+  const GgufMatrix m = checked_gguf_matrix(raw, ggml_type, N, K, row_order);
+  if (!is_q4_grid(ggml_type)) {
+    return pack_q4_layout(N, K, raw.options(), [&] {
+      return [&, row = DecodedRow(m)](int64_t n, int64_t g, uint32_t* levels, at::Half* scale, at::Half* low) mutable {
+        q4_levels(row(n) + g * kGroup, levels, scale, low);
+      };
+    });
+  }
+  return pack_q4_layout(N, K, raw.options(), [&] {
+    return [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale, at::Half* low) {
+      float s, l;
+      firebox::gguf::q4_group(ggml_type, m.row(n), g, levels, &s, &l);
+      *scale = at::Half(s);
+      *low = at::Half(l);
+    };
   });
 }
 
 std::tuple<at::Tensor, at::Tensor> pack_q8(at::Tensor weight) {
   const at::Tensor w = checked_weight(weight);
-  const int64_t N = w.size(0), K = w.size(1), groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
-  at::Tensor packed = at::empty({blocks, groups, kPairs, kBlock * 2}, w.options().dtype(at::kChar));
-  at::Tensor scale = at::empty({blocks, groups, kBlock}, w.options().dtype(at::kHalf));
-  at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
-    for (int64_t nb = b; nb < e; ++nb)
-      pack_block_q8(w.data_ptr<float>(), N, K, nb, packed.data_ptr<int8_t>(), scale.data_ptr<at::Half>());
-  });
-  return {packed, scale};
+  const int64_t K = w.size(1);
+  const float* values = w.data_ptr<float>();
+  return pack_q8_layout(w.size(0), K, w.options(), [&] { return [&](int64_t n) { return values + n * K; }; });
+}
+
+std::tuple<at::Tensor, at::Tensor> pack_q8_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K,
+                                                at::Tensor row_order) {
+  const GgufMatrix m = checked_gguf_matrix(raw, ggml_type, N, K, row_order);
+  return pack_q8_layout(N, K, raw.options(), [&] { return DecodedRow(m); });
 }
 
 at::Tensor q4_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low, int64_t N,
@@ -620,6 +692,7 @@ TORCH_LIBRARY_FRAGMENT(firebox, m) {
   m.def("pack_q4(Tensor weight) -> (Tensor, Tensor, Tensor)");
   m.def("pack_q8(Tensor weight) -> (Tensor, Tensor)");
   m.def("pack_q4_gguf(Tensor raw, int ggml_type, int N, int K, Tensor row_order) -> (Tensor, Tensor, Tensor)");
+  m.def("pack_q8_gguf(Tensor raw, int ggml_type, int N, int K, Tensor row_order) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(firebox, CPU, m) {
@@ -628,4 +701,5 @@ TORCH_LIBRARY_IMPL(firebox, CPU, m) {
   m.impl("pack_q4", &firebox::pack_q4);
   m.impl("pack_q8", &firebox::pack_q8);
   m.impl("pack_q4_gguf", &firebox::pack_q4_gguf);
+  m.impl("pack_q8_gguf", &firebox::pack_q8_gguf);
 }

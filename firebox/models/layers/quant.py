@@ -118,12 +118,21 @@ def quantize_q4(weight: torch.Tensor, activation_bits: int = 16) -> Q4Weight:
 
 
 def pack_q4_blocks(tensor: QuantizedTensor, activation_bits: int = 16) -> Q4Weight:
-    """A GGUF 4-bit matrix (Q4_0, Q4_1, Q4_K) in the native layout, its levels copied as they are
-    (no dequantize-requantize pass): `tensor.ggml_type` must be in `Q4_GRID_TYPES`."""
-    rows, cols = tensor.shape
-    order = tensor.row_order if tensor.row_order is not None else torch.empty(0, dtype=torch.long)
-    packed, scale, low = torch.ops.firebox.pack_q4_gguf(tensor.raw, int(tensor.ggml_type), rows, cols, order)
-    return Q4Weight(packed, scale, low, rows, activation_bits)
+    """A GGUF matrix of a type in `NATIVE_BLOCK_TYPES` in the native q4 layout, without a float
+    pass over the whole matrix: a 4-bit grid's levels (Q4_0, Q4_1, Q4_K) are copied as they are,
+    other types are decoded a row at a time and gridded as `quantize_q4(tensor.dense())` would."""
+    packed, scale, low = torch.ops.firebox.pack_q4_gguf(tensor.raw, int(tensor.ggml_type), *tensor.shape, _order(tensor))
+    return Q4Weight(packed, scale, low, tensor.shape[0], activation_bits)
+
+
+def pack_q8_blocks(tensor: QuantizedTensor) -> Q8Weight:
+    """`quantize_q8(tensor.dense())`, bit for bit, decoding the blocks a row at a time."""
+    packed, scale = torch.ops.firebox.pack_q8_gguf(tensor.raw, int(tensor.ggml_type), *tensor.shape, _order(tensor))
+    return Q8Weight(packed, scale, tensor.shape[0])
+
+
+def _order(tensor: QuantizedTensor) -> torch.Tensor:
+    return tensor.row_order if tensor.row_order is not None else torch.empty(0, dtype=torch.long)
 
 
 def quantize_q8(weight: torch.Tensor) -> Q8Weight:

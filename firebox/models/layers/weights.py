@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from firebox.loader.quantized import WeightTensor, dense
+from firebox.loader.quantized import QuantizedTensor, WeightTensor, dense
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +103,20 @@ def load_named_weights(
                 f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(dest.shape)}"
             )
         if sink is None or target.expert is not None or not sink(target.name, target.part, tensor):
-            with torch.no_grad():
-                dest.copy_(dense(tensor))
+            _fill(param, dest, dense(tensor), owned=isinstance(tensor, QuantizedTensor))
         loaded.add(target.name)
     missing = sorted(params.keys() - loaded)
     if missing:
         raise ValueError(f"checkpoint lacks {len(missing)} parameters, e.g. {missing[:5]}")
+
+
+def _fill(param: nn.Parameter, dest: torch.Tensor, value: torch.Tensor, owned: bool) -> None:
+    """Copy `value` into `dest`, or, where `value` is memory nothing else holds (`owned`: a matrix
+    just dequantized from GGUF blocks) and is the whole parameter in its dtype and layout, take
+    that memory instead: copying a 1B model's 400 MB embedding cost a tenth of a second a start."""
+    whole = dest.data_ptr() == param.data_ptr() and dest.shape == param.shape
+    if owned and whole and value.dtype == param.dtype and value.is_contiguous() and value.device == param.device:
+        param.data = value
+        return
+    with torch.no_grad():
+        dest.copy_(value)
