@@ -100,9 +100,9 @@ def test_gguf_blocks_pack_as_their_dequantized_matrix_does(qtype: GGMLQuantizati
 
 
 def test_gguf_block_packing_refuses_a_type_it_cannot_decode() -> None:
-    raw = torch.zeros(32 * 64 * 2, dtype=torch.uint8)  # F16 bytes of a 32 x 64 matrix
+    tensor = QuantizedTensor(torch.zeros(32 * 64 * 2, dtype=torch.uint8), GGMLQuantizationType.F16, torch.Size((32, 64)))
     with pytest.raises(RuntimeError, match="no native decoder"):
-        torch.ops.firebox.pack_q8_gguf(raw, int(GGMLQuantizationType.F16), 32, 64, torch.empty(0, dtype=torch.long))
+        pack_q8_blocks(tensor)
 
 
 @pytest.mark.parametrize("qtype", sorted(Q4_GRID_TYPES), ids=lambda t: t.name)

@@ -12,6 +12,7 @@ from gguf import GGUFWriter
 from firebox.loader.gguf import gguf_arch_config, hf_tensor_name, iter_gguf_weights, unpermute_rope_rows
 from firebox.loader.gguf_file import GGUFFile
 from firebox.loader.source import ModelSource, gguf_source
+from firebox.loader.quantized import QuantizedTensor, dense
 from tests.loader.loader_builders import (
     converter_llama3_rope_factors,
     llama_cpp_permute,
@@ -52,9 +53,11 @@ def test_llama_weights_come_back_in_hf_names_order_and_dtype(tmp_path: Path, tie
 
 def test_quantized_q_projection_is_dequantized_and_unpermuted(tmp_path: Path) -> None:
     expected = write_tiny_llama(tmp_path / "m.gguf", quantize_q=True)
-    weights = dict(gguf_source(tmp_path / "m.gguf").weights())
-    assert weights["model.layers.0.self_attn.q_proj.weight"].dtype == torch.float32
-    _assert_state_dict(weights, expected)
+    streamed = dict(gguf_source(tmp_path / "m.gguf").weights())
+    q_proj = streamed["model.layers.0.self_attn.q_proj.weight"]
+    assert isinstance(q_proj, QuantizedTensor)  # kept as blocks for the packers
+    assert dense(q_proj).dtype == torch.float32
+    _assert_state_dict({name: dense(tensor) for name, tensor in streamed.items()}, expected)
 
 
 def test_llama_arch_config(tmp_path: Path) -> None:

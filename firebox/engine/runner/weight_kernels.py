@@ -37,8 +37,8 @@ from firebox.models.layers.quant import (
     BatchAdaptiveKernel,
     GroupKernel,
     GroupWeight,
-    Q4Weight,
-    Q8Weight,
+    empty_q4,
+    empty_q8,
     pack_q4_blocks,
     pack_q8_blocks,
     quantize_q4,
@@ -86,46 +86,47 @@ def _fallback_kernel(module: Linear, bits: int) -> BatchAdaptiveKernel | None:
 class PackingSink:
     """Packs the checkpoint tensors of group-quantized layers as the loader streams them (a
     `WeightSink`): their float weights are never copied into the model, which saves a pass over
-    every weight and the memory to hold it at load; a GGUF 4-bit matrix going to a 4-bit layer is
-    packed from its blocks, never dequantized. A fused layer (q|k|v, gate|up) packs each part
-    on its own; its parts must be whole blocks of 16 output rows to be joined, else it loads as
-    usual and is packed afterwards."""
+    every weight and the memory to hold it at load; a GGUF matrix is packed from its blocks,
+    never dequantized whole. A fused layer (q|k|v, gate|up) packs each part straight into its
+    rows of the whole; its parts must be whole blocks of 16 output rows, else it loads as usual
+    and is packed afterwards."""
 
     def __init__(self, model: torch.nn.Module, quantization: str, source_bits: int | None) -> None:
+        self.layers: dict[str, Linear] = {}  # parameter name -> the layer it belongs to
         self.bits: dict[str, int] = {}  # parameter name -> bits of the layers this sink packs
-        self.parts: dict[str, dict[int, GroupWeight]] = {}
+        self.whole: dict[str, GroupWeight] = {}  # parameter name -> its packed weight, filled part by part
+        self.parts: dict[str, set[int]] = {}  # parameter name -> the parts packed so far
         self.activation_bits = _activation_bits(quantization)
         if quantization == "none" or not load_native():
             return
         for name, module in model.named_modules():
             if _takes_group_kernel(module) and all(size % COLUMN_BLOCK == 0 for size in module.output_sizes):
+                self.layers[f"{name}.weight"] = module
                 self.bits[f"{name}.weight"] = _bits_for(name, quantization, source_bits)
 
     def __call__(self, param_name: str, part: int | None, tensor: WeightTensor) -> bool:
         bits = self.bits.get(param_name)
         if bits is None:
             return False
+        layer, part = self.layers[param_name], part or 0
+        if param_name not in self.whole:
+            rows = sum(layer.output_sizes)
+            self.whole[param_name] = (
+                empty_q4(rows, layer.in_features, self.activation_bits) if bits == 4 else empty_q8(rows, layer.in_features)
+            )
+        start = sum(layer.output_sizes[:part])
+        out = self.whole[param_name].rows(start, start + layer.output_sizes[part])
         if isinstance(tensor, QuantizedTensor):  # from its blocks, never a float copy of the matrix
-            packed = pack_q4_blocks(tensor, self.activation_bits) if bits == 4 else pack_q8_blocks(tensor)
+            pack_q4_blocks(tensor, self.activation_bits, out) if bits == 4 else pack_q8_blocks(tensor, out)
         else:
             weight = dense(tensor).float()
-            packed = quantize_q4(weight, self.activation_bits) if bits == 4 else quantize_q8(weight)
-        self.parts.setdefault(param_name, {})[part or 0] = packed
+            quantize_q4(weight, self.activation_bits, out) if bits == 4 else quantize_q8(weight, out)
+        self.parts.setdefault(param_name, set()).add(part)
         return True
 
     def packed(self, param_name: str, num_parts: int) -> GroupWeight | None:
         """The layer's whole packed weight, if the sink took every part."""
-        parts = self.parts.get(param_name, {})
-        if len(parts) != num_parts:
-            return None
-        ordered = [parts[i] for i in range(num_parts)]
-        if len(ordered) == 1:
-            return ordered[0]
-        join = lambda field: torch.cat([getattr(p, field) for p in ordered])  # noqa: E731
-        out_features = sum(p.out_features for p in ordered)
-        if isinstance(ordered[0], Q4Weight):
-            return Q4Weight(join("packed"), join("scale"), join("low"), out_features, self.activation_bits)
-        return Q8Weight(join("packed"), join("scale"), out_features)
+        return self.whole[param_name] if len(self.parts.get(param_name, ())) == num_parts else None
 
 
 def _takes_group_kernel(module: torch.nn.Module) -> bool:

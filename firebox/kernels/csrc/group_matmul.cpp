@@ -37,7 +37,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -454,16 +453,24 @@ inline void store_quads(const uint32_t* levels, uint32_t* quads) {
   }
 }
 
-// The q4 layout of an N x K weight, its group g of row n given by `fill(n, g, levels, scale, low)`:
-// the 32 levels, and the fp16 scale and offset written in place; `make_fill()` gives each thread
-// its own `fill` (one that decodes GGUF rows keeps the row it decoded). Columns past N are zero.
-template <typename MakeFill>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_layout(int64_t N, int64_t K, const at::TensorOptions& options,
-                                                           const MakeFill& make_fill) {
+// The q4 layout of an N x K weight, written into `packed`, `scale` and `low` (whole tensors or
+// the rows of a fused layer's part), its group g of row n given by `fill(n, g, levels, scale,
+// low)`: the 32 levels, and the fp16 scale and offset written in place; `make_fill()` gives each
+// thread its own `fill` (one that decodes GGUF rows keeps the row it decoded). Columns past N
+// are zero.
+void check_q4_layout(const at::Tensor& packed, const at::Tensor& scale, const at::Tensor& low, int64_t N, int64_t K) {
   const int64_t groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
-  at::Tensor packed = at::empty({blocks, groups, 4, kBlock}, options.dtype(at::kInt));
-  at::Tensor scale = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
-  at::Tensor low = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
+  TORCH_CHECK(packed.scalar_type() == at::kInt && packed.is_contiguous() && packed.sizes() == at::IntArrayRef({blocks, groups, 4, kBlock}),
+              "packed: int32 [N/16, K/32, 4, 16]");
+  for (const at::Tensor* t : {&scale, &low})
+    TORCH_CHECK(t->scalar_type() == at::kHalf && t->is_contiguous() && t->sizes() == at::IntArrayRef({blocks, groups, kBlock}),
+                "scale, low: fp16 [N/16, K/32, 16]");
+}
+
+template <typename MakeFill>
+void pack_q4_layout(at::Tensor& packed, at::Tensor& scale, at::Tensor& low, int64_t N, int64_t K, const MakeFill& make_fill) {
+  check_q4_layout(packed, scale, low, N, K);
+  const int64_t groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
   uint32_t* words = reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>());
   at::Half* scales = scale.data_ptr<at::Half>();
   at::Half* lows = low.data_ptr<at::Half>();
@@ -486,7 +493,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_layout(int64_t N, int64_t
         }
       }
   });
-  return {packed, scale, low};
 }
 
 // A float group's q4 grid: its min and max span the 16 levels. (The loops are written so that
@@ -543,19 +549,21 @@ void pack_block_q8(Row& row, int64_t N, int64_t K, int64_t nb, int8_t* packed, a
   }
 }
 
-// The q8 layout of an N x K weight whose rows `make_row()` gives (one getter per thread).
+// The q8 layout of an N x K weight whose rows `make_row()` gives (one getter per thread), written
+// into `packed` and `scale` (whole tensors or the rows of a fused layer's part).
 template <typename MakeRow>
-std::tuple<at::Tensor, at::Tensor> pack_q8_layout(int64_t N, int64_t K, const at::TensorOptions& options,
-                                                  const MakeRow& make_row) {
+void pack_q8_layout(at::Tensor& packed, at::Tensor& scale, int64_t N, int64_t K, const MakeRow& make_row) {
   const int64_t groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
-  at::Tensor packed = at::empty({blocks, groups, kPairs, kBlock * 2}, options.dtype(at::kChar));
-  at::Tensor scale = at::empty({blocks, groups, kBlock}, options.dtype(at::kHalf));
+  TORCH_CHECK(packed.scalar_type() == at::kChar && packed.is_contiguous() &&
+                  packed.sizes() == at::IntArrayRef({blocks, groups, kPairs, kBlock * 2}),
+              "packed: int8 [N/16, K/32, 16, 32]");
+  TORCH_CHECK(scale.scalar_type() == at::kHalf && scale.is_contiguous() && scale.sizes() == at::IntArrayRef({blocks, groups, kBlock}),
+              "scale: fp16 [N/16, K/32, 16]");
   at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
     auto row = make_row();
     for (int64_t nb = b; nb < e; ++nb)
       pack_block_q8(row, N, K, nb, packed.data_ptr<int8_t>(), scale.data_ptr<at::Half>());
   });
-  return {packed, scale};
 }
 
 // --- packing GGUF blocks -----------------------------------------------------------------------
@@ -622,28 +630,29 @@ at::Tensor checked_weight(const at::Tensor& weight) {
 
 namespace firebox {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4(at::Tensor weight) {
+void pack_q4(at::Tensor weight, at::Tensor packed, at::Tensor scale, at::Tensor low) {
   const at::Tensor w = checked_weight(weight);
   const int64_t K = w.size(1);
   const float* values = w.data_ptr<float>();
-  return pack_q4_layout(w.size(0), K, w.options(), [&] {
+  pack_q4_layout(packed, scale, low, w.size(0), K, [&] {
     return [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale, at::Half* low) {
       q4_levels(values + n * K + g * kGroup, levels, scale, low);
     };
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K,
-                                                          at::Tensor row_order) {
+void pack_q4_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K, at::Tensor row_order, at::Tensor packed,
+                  at::Tensor scale, at::Tensor low) {
   const GgufMatrix m = checked_gguf_matrix(raw, ggml_type, N, K, row_order);
   if (!is_q4_grid(ggml_type)) {
-    return pack_q4_layout(N, K, raw.options(), [&] {
+    pack_q4_layout(packed, scale, low, N, K, [&] {
       return [&, row = DecodedRow(m)](int64_t n, int64_t g, uint32_t* levels, at::Half* scale, at::Half* low) mutable {
         q4_levels(row(n) + g * kGroup, levels, scale, low);
       };
     });
+    return;
   }
-  return pack_q4_layout(N, K, raw.options(), [&] {
+  pack_q4_layout(packed, scale, low, N, K, [&] {
     return [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale, at::Half* low) {
       float s, l;
       firebox::gguf::q4_group(ggml_type, m.row(n), g, levels, &s, &l);
@@ -653,17 +662,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4_gguf(at::Tensor raw, int6
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> pack_q8(at::Tensor weight) {
+void pack_q8(at::Tensor weight, at::Tensor packed, at::Tensor scale) {
   const at::Tensor w = checked_weight(weight);
   const int64_t K = w.size(1);
   const float* values = w.data_ptr<float>();
-  return pack_q8_layout(w.size(0), K, w.options(), [&] { return [&](int64_t n) { return values + n * K; }; });
+  pack_q8_layout(packed, scale, w.size(0), K, [&] { return [&](int64_t n) { return values + n * K; }; });
 }
 
-std::tuple<at::Tensor, at::Tensor> pack_q8_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K,
-                                                at::Tensor row_order) {
+void pack_q8_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K, at::Tensor row_order, at::Tensor packed,
+                  at::Tensor scale) {
   const GgufMatrix m = checked_gguf_matrix(raw, ggml_type, N, K, row_order);
-  return pack_q8_layout(N, K, raw.options(), [&] { return DecodedRow(m); });
+  pack_q8_layout(packed, scale, N, K, [&] { return DecodedRow(m); });
 }
 
 at::Tensor q4_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low, int64_t N,
@@ -689,10 +698,13 @@ at::Tensor q8_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, int64_t 
 TORCH_LIBRARY_FRAGMENT(firebox, m) {
   m.def("q4_matmul(Tensor x, Tensor packed, Tensor scale, Tensor low, int N, int activation_bits) -> Tensor");
   m.def("q8_matmul(Tensor x, Tensor packed, Tensor scale, int N) -> Tensor");
-  m.def("pack_q4(Tensor weight) -> (Tensor, Tensor, Tensor)");
-  m.def("pack_q8(Tensor weight) -> (Tensor, Tensor)");
-  m.def("pack_q4_gguf(Tensor raw, int ggml_type, int N, int K, Tensor row_order) -> (Tensor, Tensor, Tensor)");
-  m.def("pack_q8_gguf(Tensor raw, int ggml_type, int N, int K, Tensor row_order) -> (Tensor, Tensor)");
+  // The packers write into tensors the caller made (empty_q4 / empty_q8 in quant.py), so that the
+  // parts of a fused layer go straight into their rows of the whole.
+  m.def("pack_q4(Tensor weight, Tensor(a!) packed, Tensor(b!) scale, Tensor(c!) low) -> ()");
+  m.def("pack_q8(Tensor weight, Tensor(a!) packed, Tensor(b!) scale) -> ()");
+  m.def("pack_q4_gguf(Tensor raw, int ggml_type, int N, int K, Tensor row_order, Tensor(a!) packed, Tensor(b!) scale, "
+        "Tensor(c!) low) -> ()");
+  m.def("pack_q8_gguf(Tensor raw, int ggml_type, int N, int K, Tensor row_order, Tensor(a!) packed, Tensor(b!) scale) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(firebox, CPU, m) {

@@ -3,15 +3,12 @@
 
 #include <ATen/ATen.h>
 
-#include <tuple>
 
 namespace firebox {
 
 at::Tensor q4_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, at::Tensor low, int64_t N,
                      int64_t activation_bits);
 at::Tensor q8_matmul(at::Tensor x, at::Tensor packed, at::Tensor scale, int64_t N);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_q4(at::Tensor weight);
-std::tuple<at::Tensor, at::Tensor> pack_q8(at::Tensor weight);
 void paged_attention(at::Tensor out, at::Tensor q, at::Tensor k_pool, at::Tensor v_pool, at::Tensor block_table,
                      at::Tensor token_row, at::Tensor kv_len, double scale, int64_t window);
 void write_kv(at::Tensor k, at::Tensor v, at::Tensor k_pool, at::Tensor v_pool, at::Tensor slots);

@@ -98,6 +98,11 @@ class Q4Weight:
         )
         return out.to(x.dtype)
 
+    def rows(self, start: int, stop: int) -> Q4Weight:
+        """Output rows start..stop (multiples of 16), sharing this weight's memory."""
+        blocks = slice(start // COLUMN_BLOCK, -(-stop // COLUMN_BLOCK))
+        return Q4Weight(self.packed[blocks], self.scale[blocks], self.low[blocks], stop - start, self.activation_bits)
+
 
 @dataclass(slots=True)
 class Q8Weight:
@@ -108,38 +113,71 @@ class Q8Weight:
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.firebox.q8_matmul(x.float(), self.packed, self.scale, self.out_features).to(x.dtype)
 
+    def rows(self, start: int, stop: int) -> Q8Weight:
+        """Output rows start..stop (multiples of 16), sharing this weight's memory."""
+        blocks = slice(start // COLUMN_BLOCK, -(-stop // COLUMN_BLOCK))
+        return Q8Weight(self.packed[blocks], self.scale[blocks], stop - start)
 
-def quantize_q4(weight: torch.Tensor, activation_bits: int = 16) -> Q4Weight:
-    """`weight` on the q4 grid, in the native layout, to multiply int16 (or int8) activations."""
+
+def empty_q4(out_features: int, in_features: int, activation_bits: int = 16) -> Q4Weight:
+    """An unfilled q4 weight, for the native packers to write (whole, or part by part)."""
+    blocks, groups = -(-out_features // COLUMN_BLOCK), in_features // GROUP_SIZE
+    return Q4Weight(
+        torch.empty(blocks, groups, 4, COLUMN_BLOCK, dtype=torch.int32),
+        torch.empty(blocks, groups, COLUMN_BLOCK, dtype=torch.float16),
+        torch.empty(blocks, groups, COLUMN_BLOCK, dtype=torch.float16),
+        out_features,
+        activation_bits,
+    )
+
+
+def empty_q8(out_features: int, in_features: int) -> Q8Weight:
+    blocks, groups = -(-out_features // COLUMN_BLOCK), in_features // GROUP_SIZE
+    return Q8Weight(
+        torch.empty(blocks, groups, GROUP_SIZE // 2, 2 * COLUMN_BLOCK, dtype=torch.int8),
+        torch.empty(blocks, groups, COLUMN_BLOCK, dtype=torch.float16),
+        out_features,
+    )
+
+
+def quantize_q4(weight: torch.Tensor, activation_bits: int = 16, out: Q4Weight | None = None) -> Q4Weight:
+    """`weight` on the q4 grid, in the native layout, to multiply int16 (or int8) activations;
+    written into `out` if given (native packers only)."""
     if _has_packing_ops():
-        packed, scale, low = torch.ops.firebox.pack_q4(weight)
-        return Q4Weight(packed, scale, low, weight.shape[0], activation_bits)
+        out = out if out is not None else empty_q4(*weight.shape, activation_bits)
+        torch.ops.firebox.pack_q4(weight, out.packed, out.scale, out.low)
+        return out
     return dataclasses.replace(pack_q4_reference(weight), activation_bits=activation_bits)
 
 
-def pack_q4_blocks(tensor: QuantizedTensor, activation_bits: int = 16) -> Q4Weight:
+def pack_q4_blocks(tensor: QuantizedTensor, activation_bits: int = 16, out: Q4Weight | None = None) -> Q4Weight:
     """A GGUF matrix of a type in `NATIVE_BLOCK_TYPES` in the native q4 layout, without a float
     pass over the whole matrix: a 4-bit grid's levels (Q4_0, Q4_1, Q4_K) are copied as they are,
     other types are decoded a row at a time and gridded as `quantize_q4(tensor.dense())` would."""
-    packed, scale, low = torch.ops.firebox.pack_q4_gguf(tensor.raw, int(tensor.ggml_type), *tensor.shape, _order(tensor))
-    return Q4Weight(packed, scale, low, tensor.shape[0], activation_bits)
+    out = out if out is not None else empty_q4(*tensor.shape, activation_bits)
+    raw, qtype = tensor.raw, int(tensor.ggml_type)
+    torch.ops.firebox.pack_q4_gguf(raw, qtype, *tensor.shape, _order(tensor), out.packed, out.scale, out.low)
+    return out
 
 
-def pack_q8_blocks(tensor: QuantizedTensor) -> Q8Weight:
+def pack_q8_blocks(tensor: QuantizedTensor, out: Q8Weight | None = None) -> Q8Weight:
     """`quantize_q8(tensor.dense())`, bit for bit, decoding the blocks a row at a time."""
-    packed, scale = torch.ops.firebox.pack_q8_gguf(tensor.raw, int(tensor.ggml_type), *tensor.shape, _order(tensor))
-    return Q8Weight(packed, scale, tensor.shape[0])
+    out = out if out is not None else empty_q8(*tensor.shape)
+    torch.ops.firebox.pack_q8_gguf(tensor.raw, int(tensor.ggml_type), *tensor.shape, _order(tensor), out.packed, out.scale)
+    return out
 
 
 def _order(tensor: QuantizedTensor) -> torch.Tensor:
     return tensor.row_order if tensor.row_order is not None else torch.empty(0, dtype=torch.long)
 
 
-def quantize_q8(weight: torch.Tensor) -> Q8Weight:
-    """`weight` on the q8 grid (symmetric 8-bit per group of 32), in the native layout."""
+def quantize_q8(weight: torch.Tensor, out: Q8Weight | None = None) -> Q8Weight:
+    """`weight` on the q8 grid (symmetric 8-bit per group of 32), in the native layout; written
+    into `out` if given (native packers only)."""
     if _has_packing_ops():
-        packed, scale = torch.ops.firebox.pack_q8(weight)
-        return Q8Weight(packed, scale, weight.shape[0])
+        out = out if out is not None else empty_q8(*weight.shape)
+        torch.ops.firebox.pack_q8(weight, out.packed, out.scale)
+        return out
     return pack_q8_reference(weight)
 
 
