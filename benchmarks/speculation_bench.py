@@ -1,14 +1,18 @@
 """Speculative decoding against plain decoding, on one machine, in one run:
 
-    .venv/bin/python -m benchmarks.speculation_bench [--threads 2] [--model default] [--out FILE.json]
+    .venv/bin/python -m benchmarks.speculation_bench [--threads 2] [--model default] [--rounds 6] [--out FILE.json]
 
 1. A code edit (a ~300-token source file, rename one identifier) with `prediction` = the original
    file, against the same request without it: one stream, temperature 0.
 2. Summarise a document with `--speculative ngram` against a server without it: one stream.
-3. 32 concurrent streams of short chats, n-gram on against off: total output tokens/s.
-Each figure is decode speed from the stream (tokens after the first / time after the first) and
-the whole request (tokens / wall time); every request carries a fresh cache salt so that the
-prompt is computed the same way in both arms. Ratios are what to read: the machine is shared.
+3. 32 concurrent streams of short chats, n-gram on against off: total output tokens/s, in
+   `--rounds` pairs (the order alternating), each pair giving a ratio: one trial per arm could not
+   resolve the 3 % this is judged by.
+Both servers stay up for the whole run (an idle one takes no CPU) and the arms alternate, so that
+drift in the machine's speed hits both alike. Each figure is decode speed from the stream (tokens
+after the first / time after the first) and the whole request (tokens / wall time); every request
+carries a fresh cache salt so that the prompt is computed the same way in both arms. Ratios are
+what to read: the machine is shared.
 """
 
 from __future__ import annotations
@@ -73,13 +77,17 @@ class Measure:
     completion_tokens: int
     wall_s: float
     decode_s: float  # from the first content chunk to the last
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
     @property
     def decode_tps(self) -> float:
         return (self.completion_tokens - 1) / self.decode_s if self.decode_s > 0 else 0.0
 
 
-async def stream_chat(http: httpx.AsyncClient, messages: list[dict], max_tokens: int, **extra: Any) -> Measure:
+async def stream_chat(
+    http: httpx.AsyncClient, messages: list[dict], max_tokens: int, base_url: str = "", **extra: Any
+) -> Measure:
     body = {
         "model": DEFAULT_MODEL_NAME, "messages": messages, "max_tokens": max_tokens, "temperature": 0,
         "stream": True, "stream_options": {"include_usage": True},
@@ -87,20 +95,23 @@ async def stream_chat(http: httpx.AsyncClient, messages: list[dict], max_tokens:
     }  # fmt: skip
     started = time.perf_counter()
     first = last = None
-    tokens = 0
-    async with http.stream("POST", "/inference/v1/chat/completions", json=body) as response:
+    usage: dict[str, Any] = {}
+    async with http.stream("POST", f"{base_url}/inference/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
+            usage = chunk.get("usage") or usage
             if any(c["delta"].get("content") for c in chunk.get("choices", [])):
                 now = time.perf_counter()
                 first = first or now
                 last = now
-    return Measure(tokens, time.perf_counter() - started, (last or 0) - (first or 0))
+    details = usage.get("completion_tokens_details") or {}
+    return Measure(
+        usage.get("completion_tokens", 0), time.perf_counter() - started, (last or 0) - (first or 0),
+        details.get("accepted_prediction_tokens") or 0, details.get("rejected_prediction_tokens") or 0,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -128,6 +139,8 @@ def summary(measures: list[Measure]) -> dict[str, float]:
         "decode_tps": statistics.median(m.decode_tps for m in measures),
         "e2e_tps": statistics.median(m.completion_tokens / m.wall_s for m in measures),
         "completion_tokens": statistics.median(m.completion_tokens for m in measures),
+        "accepted_prediction_tokens": statistics.median(m.accepted_prediction_tokens for m in measures),
+        "rejected_prediction_tokens": statistics.median(m.rejected_prediction_tokens for m in measures),
     }
 
 
@@ -142,26 +155,47 @@ async def code_edit(url: str) -> dict[str, Any]:
     return {"plain": summary(plain), "prediction": summary(predicted)}
 
 
-async def summarise(url: str) -> dict[str, float]:
+async def summarise(plain_url: str, ngram_url: str) -> dict[str, dict[str, float]]:
     ask = [{"role": "user", "content": f"Summarise this notice, quoting its key sentences:\n\n{DOCUMENT}"}]
-    async with httpx.AsyncClient(base_url=url, timeout=600) as http:
-        return summary([await stream_chat(http, ask, 200) for _ in range(TRIALS)])
+    measures: dict[str, list[Measure]] = {"off": [], "ngram": []}
+    async with httpx.AsyncClient(timeout=600) as http:
+        for _ in range(TRIALS):  # interleaved
+            for arm, url in (("off", plain_url), ("ngram", ngram_url)):
+                measures[arm].append(await stream_chat(http, ask, 200, base_url=url))
+    return {arm: summary(m) for arm, m in measures.items()}
 
 
-async def concurrent(url: str, num_streams: int = 32) -> dict[str, float]:
+async def concurrent_tps(http: httpx.AsyncClient, url: str, num_streams: int) -> float:
     prompts = [[{"role": "user", "content": f"Tell me fact number {i} about the sea."}] for i in range(num_streams)]
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=64)) as http:
-        started = time.perf_counter()
-        measures = await asyncio.gather(*(stream_chat(http, p, 64) for p in prompts))
-        elapsed = time.perf_counter() - started
-    return {"output_tps": sum(m.completion_tokens for m in measures) / elapsed}
+    started = time.perf_counter()
+    measures = await asyncio.gather(*(stream_chat(http, p, 64, base_url=url) for p in prompts))
+    return sum(m.completion_tokens for m in measures) / (time.perf_counter() - started)
+
+
+async def concurrent(plain_url: str, ngram_url: str, rounds: int, num_streams: int = 32) -> dict[str, Any]:
+    """`rounds` pairs of runs, n-gram on against off, the order alternating from pair to pair."""
+    pairs = []
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=2 * num_streams)) as http:
+        await concurrent_tps(http, plain_url, num_streams)  # warm-up of both
+        await concurrent_tps(http, ngram_url, num_streams)
+        for i in range(rounds):
+            order = (("off", plain_url), ("ngram", ngram_url))
+            tps = {arm: await concurrent_tps(http, url, num_streams) for arm, url in (order if i % 2 == 0 else order[::-1])}
+            pairs.append(tps)
+    ratios = [p["ngram"] / p["off"] for p in pairs]
+    return {
+        "pairs": pairs, "ratios": [round(r, 3) for r in ratios], "median_ratio": round(statistics.median(ratios), 3),
+        "off_median_tps": statistics.median(p["off"] for p in pairs),
+        "ngram_median_tps": statistics.median(p["ngram"] for p in pairs),
+    }  # fmt: skip
 
 
 def main(
     threads: Annotated[int, typer.Option(help="Engine threads.")] = 2,
     model: Annotated[str, typer.Option(help="Model source.")] = "default",
-    port: Annotated[int, typer.Option(help="Server port.")] = 8471,
+    port: Annotated[int, typer.Option(help="The plain server's port; the n-gram one takes the next.")] = 8471,
     out: Annotated[Path | None, typer.Option(help="Write the results here as JSON.")] = None,
+    rounds: Annotated[int, typer.Option(help="Pairs of 32-stream runs, n-gram on against off.")] = 6,
 ) -> None:
     results: dict[str, Any] = {"threads": threads, "model": model, "cpu": _cpu(), "loadavg_before": os.getloadavg()}
 
@@ -169,20 +203,18 @@ def main(
         results[name] = value
         print(name, json.dumps(value), flush=True)
 
-    with server(port, threads, model) as url:
-        record("code_edit", asyncio.run(code_edit(url)))
-        record("summarise_off", asyncio.run(summarise(url)))
-        record("concurrent_off", asyncio.run(concurrent(url)))
-    with server(port, threads, model, "--speculative", "ngram") as url:
-        record("summarise_ngram", asyncio.run(summarise(url)))
-        record("concurrent_ngram", asyncio.run(concurrent(url)))
+    with server(port, threads, model) as plain_url, server(port + 1, threads, model, "--speculative", "ngram") as ngram_url:
+        record("code_edit", asyncio.run(code_edit(plain_url)))
+        record("summarise", asyncio.run(summarise(plain_url, ngram_url)))
+        record("concurrent", asyncio.run(concurrent(plain_url, ngram_url, rounds)))
     results["loadavg_after"] = os.getloadavg()
+    code_edit_arms, summarise_arms = results["code_edit"], results["summarise"]
     results["ratios"] = {
-        "code_edit_prediction_decode": _ratio(results["code_edit"]["prediction"], results["code_edit"]["plain"], "decode_tps"),
-        "code_edit_prediction_e2e": _ratio(results["code_edit"]["prediction"], results["code_edit"]["plain"], "e2e_tps"),
-        "summarise_ngram_decode": _ratio(results["summarise_ngram"], results["summarise_off"], "decode_tps"),
-        "summarise_ngram_e2e": _ratio(results["summarise_ngram"], results["summarise_off"], "e2e_tps"),
-        "concurrent32_ngram": _ratio(results["concurrent_ngram"], results["concurrent_off"], "output_tps"),
+        "code_edit_prediction_decode": _ratio(code_edit_arms["prediction"], code_edit_arms["plain"], "decode_tps"),
+        "code_edit_prediction_e2e": _ratio(code_edit_arms["prediction"], code_edit_arms["plain"], "e2e_tps"),
+        "summarise_ngram_decode": _ratio(summarise_arms["ngram"], summarise_arms["off"], "decode_tps"),
+        "summarise_ngram_e2e": _ratio(summarise_arms["ngram"], summarise_arms["off"], "e2e_tps"),
+        "concurrent32_ngram_median": results["concurrent"]["median_ratio"],
     }
     text = json.dumps(results, indent=2, default=asdict)
     print(text)
