@@ -23,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -117,11 +118,14 @@ async def stream_chat(
 @contextmanager
 def server(port: int, threads: int, model: str, *extra: str):
     args = [str(Path(sys.executable).with_name("firebox")), "serve", "--port", str(port), "--num-threads", str(threads)]
-    args += ["--model", model, "--max-num-seqs", "64", *extra]
+    data_dir = tempfile.TemporaryDirectory(prefix="firebox-bench-")  # one per server: two may run at once
+    args += ["--model", model, "--max-num-seqs", "64", "--data-dir", data_dir.name, *extra]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"`{' '.join(args)}` did not come up (exit code {proc.poll()})")
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                     break
@@ -132,6 +136,7 @@ def server(port: int, threads: int, model: str, *extra: str):
     finally:
         proc.terminate()
         proc.wait(30)
+        data_dir.cleanup()
 
 
 def summary(measures: list[Measure]) -> dict[str, float]:
