@@ -445,17 +445,18 @@ inline float to_half(float v, at::Half* out) {  // stores v as fp16 and returns 
 }
 
 // One column's group of 32 levels (0..15) as its four quad words, quad u at quads[u * kBlock].
-inline void store_quads(const uint32_t* levels, uint32_t* quads) {
+// A group's 32 levels (0..15) as its four quad words.
+inline void levels_to_quads(const uint32_t* levels, uint32_t* quads) {
   for (int64_t u = 0; u < 4; ++u) {
     uint32_t quad = 0;
     for (int64_t b = 0; b < 4; ++b) quad |= (levels[8 * u + b] | levels[8 * u + 4 + b] << 4) << (8 * b);
-    quads[u * kBlock] = quad;
+    quads[u] = quad;
   }
 }
 
 // The q4 layout of an N x K weight, written into `packed`, `scale` and `low` (whole tensors or
-// the rows of a fused layer's part), its group g of row n given by `fill(n, g, levels, scale,
-// low)`: the 32 levels, and the fp16 scale and offset written in place; `make_fill()` gives each
+// the rows of a fused layer's part), its group g of row n given by `fill(n, g, quads, scale,
+// low)`: its four quad words, and the fp16 scale and offset written in place; `make_fill()` gives each
 // thread its own `fill` (one that decodes GGUF rows keeps the row it decoded). Columns past N
 // are zero.
 void check_q4_layout(const at::Tensor& packed, const at::Tensor& scale, const at::Tensor& low, int64_t N, int64_t K) {
@@ -476,7 +477,7 @@ void pack_q4_layout(at::Tensor& packed, at::Tensor& scale, at::Tensor& low, int6
   at::Half* lows = low.data_ptr<at::Half>();
   at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
     auto fill = make_fill();
-    uint32_t levels[kGroup];
+    uint32_t group_quads[4];
     for (int64_t nb = b; nb < e; ++nb)
       for (int64_t c = 0; c < kBlock; ++c) {
         const int64_t n = nb * kBlock + c;
@@ -488,8 +489,8 @@ void pack_q4_layout(at::Tensor& packed, at::Tensor& scale, at::Tensor& low, int6
             scales[at] = lows[at] = at::Half(0.f);
             continue;
           }
-          fill(n, g, levels, scales + at, lows + at);
-          store_quads(levels, quads);
+          fill(n, g, group_quads, scales + at, lows + at);
+          for (int64_t u = 0; u < 4; ++u) quads[u * kBlock] = group_quads[u];
         }
       }
   });
@@ -635,8 +636,10 @@ void pack_q4(at::Tensor weight, at::Tensor packed, at::Tensor scale, at::Tensor 
   const int64_t K = w.size(1);
   const float* values = w.data_ptr<float>();
   pack_q4_layout(packed, scale, low, w.size(0), K, [&] {
-    return [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale, at::Half* low) {
+    return [&](int64_t n, int64_t g, uint32_t* quads, at::Half* scale, at::Half* low) {
+      uint32_t levels[kGroup];
       q4_levels(values + n * K + g * kGroup, levels, scale, low);
+      levels_to_quads(levels, quads);
     };
   });
 }
@@ -646,16 +649,18 @@ void pack_q4_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K, at::T
   const GgufMatrix m = checked_gguf_matrix(raw, ggml_type, N, K, row_order);
   if (!is_q4_grid(ggml_type)) {
     pack_q4_layout(packed, scale, low, N, K, [&] {
-      return [&, row = DecodedRow(m)](int64_t n, int64_t g, uint32_t* levels, at::Half* scale, at::Half* low) mutable {
+      return [&, row = DecodedRow(m)](int64_t n, int64_t g, uint32_t* quads, at::Half* scale, at::Half* low) mutable {
+        uint32_t levels[kGroup];
         q4_levels(row(n) + g * kGroup, levels, scale, low);
+        levels_to_quads(levels, quads);
       };
     });
     return;
   }
   pack_q4_layout(packed, scale, low, N, K, [&] {
-    return [&](int64_t n, int64_t g, uint32_t* levels, at::Half* scale, at::Half* low) {
+    return [&](int64_t n, int64_t g, uint32_t* quads, at::Half* scale, at::Half* low) {
       float s, l;
-      firebox::gguf::q4_group(ggml_type, m.row(n), g, levels, &s, &l);
+      firebox::gguf::q4_group_quads(ggml_type, m.row(n), g, quads, &s, &l);
       *scale = at::Half(s);
       *low = at::Half(l);
     };
