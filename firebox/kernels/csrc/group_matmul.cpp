@@ -164,7 +164,11 @@ inline I izero() { return {_mm256_setzero_si256(), _mm256_setzero_si256()}; }
 inline F fzero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
 inline I dot_pairs(I acc, I w, const int16_t* x_pair) {
   const __m256i xb = _mm256_set1_epi32(*reinterpret_cast<const int32_t*>(x_pair));
-  return {_mm256_add_epi32(acc.a, _mm256_madd_epi16(w.a, xb)), _mm256_add_epi32(acc.b, _mm256_madd_epi16(w.b, xb))};
+  I sum{_mm256_add_epi32(acc.a, _mm256_madd_epi16(w.a, xb)), _mm256_add_epi32(acc.b, _mm256_madd_epi16(w.b, xb))};
+  // Keep the sum in its register here: otherwise GCC reassociates a tile's additions into trees
+  // whose many partial products no longer fit AVX2's 16 registers and go to the stack.
+  asm("" : "+x"(sum.a), "+x"(sum.b));
+  return sum;
 }
 inline I load_quad(const uint32_t* p) {
   return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 8))};
@@ -179,7 +183,9 @@ inline I high_nibbles(I quad) {
 }
 inline I dot_quads(I acc, I w, const int8_t* x4) {  // int16 pair sums: see the AVX-512 version
   const __m256i xb = _mm256_set1_epi32(*reinterpret_cast<const int32_t*>(x4));
-  return {_mm256_add_epi16(acc.a, _mm256_maddubs_epi16(w.a, xb)), _mm256_add_epi16(acc.b, _mm256_maddubs_epi16(w.b, xb))};
+  I sum{_mm256_add_epi16(acc.a, _mm256_maddubs_epi16(w.a, xb)), _mm256_add_epi16(acc.b, _mm256_maddubs_epi16(w.b, xb))};
+  asm("" : "+x"(sum.a), "+x"(sum.b));  // as in dot_pairs
+  return sum;
 }
 inline I group_dot(I acc) {
   const __m256i ones = _mm256_set1_epi16(1);
@@ -228,6 +234,12 @@ struct Rows {
   int64_t K, groups;
 };
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+constexpr bool kWideRegisters = true;  // 32 registers, one per 16-lane value
+#else
+constexpr bool kWideRegisters = false;  // AVX2: 16 registers, two per 16-lane value
+#endif
+
 #if defined(FIREBOX_GROUP_SIMD)
 template <int MT, int NT>
 inline void add_pair(I (&dots)[MT][NT], const I (&wv)[NT], const Rows& x, int64_t m0, int64_t k) {
@@ -258,11 +270,28 @@ inline void add_q4_pair(I (&dots)[MT][NT], const I (&quads)[NT], const Rows& x, 
 }
 
 // MT rows x NT column blocks of the output, over all groups.
+// The fp32 sums of the tile: in registers with AVX-512; with AVX2 in memory (L1), read and written
+// once a group, because 16 registers hold a 4-row tile's integer dot products but not these as
+// well, and the compiler spilled the dot products instead, a load and a store per multiply-add
+// (measured: 15 multiply-adds a cycle of the 32 the two pipes do).
+template <int MT, int NT>
+struct TileSums {
+  F value[MT][NT];
+  F get(int r, int c) const { return value[r][c]; }
+  void set(int r, int c, F v) { value[r][c] = v; }
+};
+template <int MT, int NT>
+struct TileSumsInMemory {
+  alignas(64) float value[MT][NT][kBlock];
+  F get(int r, int c) const { return fload(value[r][c]); }
+  void set(int r, int c, F v) { fstore(value[r][c], v); }
+};
+
 template <int MT, int NT, Kind KIND>
 inline void tile(const GroupWeights& w, const Rows& x, int64_t m0, int64_t nb0, float* out, int64_t N) {
-  F acc[MT][NT];
+  std::conditional_t<kWideRegisters, TileSums<MT, NT>, TileSumsInMemory<MT, NT>> acc;
   for (int r = 0; r < MT; ++r)
-    for (int c = 0; c < NT; ++c) acc[r][c] = fzero();
+    for (int c = 0; c < NT; ++c) acc.set(r, c, fzero());
   for (int64_t g = 0; g < w.groups; ++g) {
     I dots[MT][NT];
     for (int r = 0; r < MT; ++r)
@@ -300,8 +329,9 @@ inline void tile(const GroupWeights& w, const Rows& x, int64_t m0, int64_t nb0, 
       const F sv = fload_half(w.scale + at);
       for (int r = 0; r < MT; ++r) {
         const int64_t rg = (m0 + r) * x.groups + g;
-        acc[r][c] = ffma(fcvt(dots[r][c]), fmul(sv, fset1(x.scale[rg])), acc[r][c]);
-        if (KIND != kQ8x16) acc[r][c] = ffma(fload_half(w.low + at), fset1(x.sum[rg]), acc[r][c]);
+        F sum = ffma(fcvt(dots[r][c]), fmul(sv, fset1(x.scale[rg])), acc.get(r, c));
+        if (KIND != kQ8x16) sum = ffma(fload_half(w.low + at), fset1(x.sum[rg]), sum);
+        acc.set(r, c, sum);
       }
     }
   }
@@ -310,10 +340,10 @@ inline void tile(const GroupWeights& w, const Rows& x, int64_t m0, int64_t nb0, 
       const int64_t n = (nb0 + c) * kBlock;
       float* o = out + (m0 + r) * N + n;
       if (n + kBlock <= N) {
-        fstore(o, acc[r][c]);
+        fstore(o, acc.get(r, c));
       } else {  // the last block of a width that is not a multiple of 16
         float tmp[kBlock];
-        fstore(tmp, acc[r][c]);
+        fstore(tmp, acc.get(r, c));
         std::copy(tmp, tmp + (N - n), o);
       }
     }
@@ -347,12 +377,6 @@ void scalar_tile(const GroupWeights& w, const Rows& x, int64_t m, int64_t nb, fl
     out[m * N + nb * kBlock + lane] = acc;
   }
 }
-
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-constexpr bool kWideRegisters = true;  // 32 registers, one per 16-lane value
-#else
-constexpr bool kWideRegisters = false;  // AVX2: 16 registers, two per 16-lane value
-#endif
 
 // Column blocks per tile for MT rows: as many independent accumulation chains as the registers
 // hold with the weights and the broadcast input (measured: tiles that spill lose).
