@@ -174,8 +174,6 @@ def _q6_k(blocks: torch.Tensor) -> torch.Tensor:  # ql:u8[128] · qh:u8[64] · s
     return (d * q.reshape(nb, 16, 16).to(torch.float32)).reshape(nb, QK_K)
 
 
-# the types kernels/csrc/gguf_dequant.cpp decodes (the others, rarer, only here)
-
 _DEQUANTIZERS: dict[GGMLQuantizationType, Callable[[torch.Tensor], torch.Tensor]] = {
     GGMLQuantizationType.Q8_0: _q8_0,
     GGMLQuantizationType.Q4_0: _q4_0,

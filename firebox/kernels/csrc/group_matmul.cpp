@@ -468,21 +468,6 @@ inline float to_half(float v, at::Half* out) {  // stores v as fp16 and returns 
   return static_cast<float>(*out);
 }
 
-// One column's group of 32 levels (0..15) as its four quad words, quad u at quads[u * kBlock].
-// A group's 32 levels (0..15) as its four quad words.
-inline void levels_to_quads(const uint32_t* levels, uint32_t* quads) {
-  for (int64_t u = 0; u < 4; ++u) {
-    uint32_t quad = 0;
-    for (int64_t b = 0; b < 4; ++b) quad |= (levels[8 * u + b] | levels[8 * u + 4 + b] << 4) << (8 * b);
-    quads[u] = quad;
-  }
-}
-
-// The q4 layout of an N x K weight, written into `packed`, `scale` and `low` (whole tensors or
-// the rows of a fused layer's part), its group g of row n given by `fill(n, g, quads, scale,
-// low)`: its four quad words, and the fp16 scale and offset written in place; `make_fill()` gives each
-// thread its own `fill` (one that decodes GGUF rows keeps the row it decoded). Columns past N
-// are zero.
 void check_q4_layout(const at::Tensor& packed, const at::Tensor& scale, const at::Tensor& low, int64_t N, int64_t K) {
   const int64_t groups = K / kGroup, blocks = (N + kBlock - 1) / kBlock;
   TORCH_CHECK(packed.scalar_type() == at::kInt && packed.is_contiguous() && packed.sizes() == at::IntArrayRef({blocks, groups, 4, kBlock}),
@@ -492,6 +477,11 @@ void check_q4_layout(const at::Tensor& packed, const at::Tensor& scale, const at
                 "scale, low: fp16 [N/16, K/32, 16]");
 }
 
+// The q4 layout of an N x K weight, written into `packed`, `scale` and `low` (whole tensors or
+// the rows of a fused layer's part), its group g of row n given by `fill(n, g, quads, scale,
+// low)`: its four quad words, and the fp16 scale and offset written in place; `make_fill()` gives
+// each thread its own `fill` (one that decodes GGUF rows keeps the row it decoded). Columns past
+// N are zero.
 template <typename MakeFill>
 void pack_q4_layout(at::Tensor& packed, at::Tensor& scale, at::Tensor& low, int64_t N, int64_t K, const MakeFill& make_fill) {
   check_q4_layout(packed, scale, low, N, K);
@@ -520,10 +510,11 @@ void pack_q4_layout(at::Tensor& packed, at::Tensor& scale, at::Tensor& low, int6
   });
 }
 
-// A float group's q4 grid: its min and max span the 16 levels. (The loops are written so that
-// they vectorize: std::min / std::max reductions and clamps kept them scalar, and this was most
-// of the load time of a Q6_K matrix.)
-void q4_levels(const float* wg, uint32_t* levels, at::Half* scale, at::Half* low) {
+// A float group's q4 grid as its four quad words: its min and max span the 16 levels. (The loops
+// are written so that they vectorize: std::min / std::max reductions and clamps kept them scalar,
+// and this was most of the load time of a Q6_K matrix.)
+void q4_grid_quads(const float* wg, uint32_t* quads, at::Half* scale, at::Half* low) {
+  uint32_t levels[kGroup];
   float lo = wg[0], hi = wg[0];
 #pragma omp simd reduction(min : lo) reduction(max : hi)
   for (int64_t k = 1; k < kGroup; ++k) {
@@ -538,6 +529,11 @@ void q4_levels(const float* wg, uint32_t* levels, at::Half* scale, at::Half* low
     level = level < 0.f ? 0.f : level;
     level = level > 15.f ? 15.f : level;
     levels[k] = static_cast<uint32_t>(static_cast<int32_t>(level));
+  }
+  for (int64_t u = 0; u < 4; ++u) {  // byte b of quad u: level 8u+b in its low nibble, 8u+4+b in its high one
+    uint32_t quad = 0;
+    for (int64_t b = 0; b < 4; ++b) quad |= (levels[8 * u + b] | levels[8 * u + 4 + b] << 4) << (8 * b);
+    quads[u] = quad;
   }
 }
 
@@ -661,9 +657,7 @@ void pack_q4(at::Tensor weight, at::Tensor packed, at::Tensor scale, at::Tensor 
   const float* values = w.data_ptr<float>();
   pack_q4_layout(packed, scale, low, w.size(0), K, [&] {
     return [&](int64_t n, int64_t g, uint32_t* quads, at::Half* scale, at::Half* low) {
-      uint32_t levels[kGroup];
-      q4_levels(values + n * K + g * kGroup, levels, scale, low);
-      levels_to_quads(levels, quads);
+      q4_grid_quads(values + n * K + g * kGroup, quads, scale, low);
     };
   });
 }
@@ -674,9 +668,7 @@ void pack_q4_gguf(at::Tensor raw, int64_t ggml_type, int64_t N, int64_t K, at::T
   if (!is_q4_grid(ggml_type)) {
     pack_q4_layout(packed, scale, low, N, K, [&] {
       return [&, row = DecodedRow(m)](int64_t n, int64_t g, uint32_t* quads, at::Half* scale, at::Half* low) mutable {
-        uint32_t levels[kGroup];
-        q4_levels(row(n) + g * kGroup, levels, scale, low);
-        levels_to_quads(levels, quads);
+        q4_grid_quads(row(n) + g * kGroup, quads, scale, low);
       };
     });
     return;

@@ -100,7 +100,7 @@ class Q4Weight:
 
     def rows(self, start: int, stop: int) -> Q4Weight:
         """Output rows start..stop (multiples of 16), sharing this weight's memory."""
-        blocks = slice(start // COLUMN_BLOCK, -(-stop // COLUMN_BLOCK))
+        blocks = _column_block_slice(start, stop)
         return Q4Weight(self.packed[blocks], self.scale[blocks], self.low[blocks], stop - start, self.activation_bits)
 
 
@@ -115,8 +115,13 @@ class Q8Weight:
 
     def rows(self, start: int, stop: int) -> Q8Weight:
         """Output rows start..stop (multiples of 16), sharing this weight's memory."""
-        blocks = slice(start // COLUMN_BLOCK, -(-stop // COLUMN_BLOCK))
+        blocks = _column_block_slice(start, stop)
         return Q8Weight(self.packed[blocks], self.scale[blocks], stop - start)
+
+
+def _column_block_slice(start: int, stop: int) -> slice:
+    """The column blocks of output rows start..stop (the last one may be padding-filled)."""
+    return slice(start // COLUMN_BLOCK, -(-stop // COLUMN_BLOCK))
 
 
 def empty_q4(out_features: int, in_features: int, activation_bits: int = 16) -> Q4Weight:
